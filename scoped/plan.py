@@ -26,8 +26,8 @@ from scoped_grammar import (
     ScopeError,
     Site,
     UnknownSiteError,
-    locate_site,
     nearest,
+    site_positions,
 )
 
 
@@ -105,16 +105,26 @@ def plan_scope(
     ``text`` (the scope as written) lets errors point at the fault.
     """
     registry = tuple(sites) if sites is not None else None
+    if home is not None and registry is not None and home not in registry:
+        raise UnknownSiteError(home, nearest(home, registry))
     try:
-        if home is not None and registry is not None and home not in registry:
-            raise UnknownSiteError(home, nearest(home, registry))
         return _plan_cached(scope, registry, home)
-    except UnknownSiteError as err:
-        if text is not None and err.text is None:
-            raise UnknownSiteError(
-                err.name, err.suggestions, text, locate_site(text, err.name)
-            ) from None
-        raise
+    except ScopeError as err:
+        if text is None or err.text is not None:
+            raise
+        raise _locate(err, text, registry) from None
+
+
+def _locate(err: ScopeError, text: str, registry: tuple[str, ...] | None) -> ScopeError:
+    """The same error, pointing at the first offending site in text order."""
+    for name, pos in site_positions(text):
+        if name is None and registry is None:
+            return ScopeError(err.message, text, pos)
+        unknown = name is not None and registry is not None and name not in registry
+        if isinstance(err, UnknownSiteError) and unknown:
+            assert name is not None and registry is not None
+            return UnknownSiteError(name, nearest(name, registry), text, pos)
+    return err
 
 
 @lru_cache(maxsize=4096)

@@ -16,11 +16,10 @@ from .errors import (
     ScopeTooLongError,
     UnknownServiceError,
     UnknownSiteError,
-    locate_site,
     nearest,
 )
 from .nodes import STAR, AllOf, EverySite, Expr, FirstOf, Opt, Scope, Site, all_of, first_of, opt
-from .parser import MAX_NESTING, MAX_SCOPE_LENGTH, parse, parse_expr
+from .parser import MAX_NESTING, MAX_SCOPE_LENGTH, parse, parse_expr, site_positions
 
 __all__ = [
     "MAX_NESTING",
@@ -44,9 +43,9 @@ __all__ = [
     "canonical",
     "expr_text",
     "first_of",
-    "locate_site",
     "nearest",
     "opt",
     "parse",
     "parse_expr",
+    "site_positions",
 ]

@@ -9,8 +9,6 @@ re-exports it and adds the errors of the core.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 
@@ -140,21 +138,3 @@ def _line_column(text: str | None, pos: int | None) -> tuple[int | None, int | N
     line = text.count("\n", 0, pos) + 1
     column = pos - (text.rfind("\n", 0, pos) + 1) + 1
     return line, column
-
-
-def locate_site(text: str, name: str) -> int | None:
-    """Where ``name`` first stands as a whole site name in ``text``, if it does.
-
-    The AST carries no positions (it is a value, shared through the parse
-    cache); errors found after parsing, such as an unknown site, use this to
-    put a caret under the name.
-    """
-    for candidate in (re.escape(name), re.escape(_quoted(name))):
-        match = re.search(rf"(?<![\w.\-]){candidate}(?![\w.\-])", text)
-        if match:
-            return match.start()
-    return None
-
-
-def _quoted(name: str) -> str:
-    return json.dumps(name, ensure_ascii=False)

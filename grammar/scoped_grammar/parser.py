@@ -100,6 +100,10 @@ class _ToAst(Transformer[Token, Any]):
         (tok,) = children
         return _Leaf(EverySite(), tok)
 
+    def group(self, children: list[Expr | _Leaf]) -> Expr:
+        # A parenthesised value is an expression, not a lone JSON string.
+        return _expr(children[0])
+
     def optional(self, children: list[Expr | _Leaf]) -> Expr:
         return opt(_expr(children[0]))
 
@@ -202,22 +206,37 @@ def _check_bounds(text: object) -> None:
             f"a scope is at most {MAX_SCOPE_LENGTH} characters; this one has {len(text)}"
         )
     if text.count("(") > MAX_NESTING:
-        depth = 0
-        for pos, char in enumerate(text):
-            if char == "(":
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise ScopeTooLongError(
-                        f"parentheses nest at most {MAX_NESTING} deep", text, pos
-                    )
-            elif char == ")":
-                depth = max(0, depth - 1)
+        _check_nesting(text)
+
+
+def _check_nesting(text: str) -> None:
+    depth = 0
+    quoted = escaped = False
+    for pos, char in enumerate(text):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ScopeTooLongError(f"parentheses nest at most {MAX_NESTING} deep", text, pos)
+        elif char == ")":
+            depth = max(0, depth - 1)
 
 
 @lru_cache(maxsize=CACHE_SIZE)
 def _parse_cached(text: str) -> Scope:
     entries = _run(text, "start")
-    return _build_scope(text, entries)
+    try:
+        return _build_scope(text, entries)
+    except _Located as loc:
+        raise loc.error(loc.message, text, loc.pos, **loc.kw) from None
 
 
 def _parse_expr(text: str) -> Expr:
@@ -242,6 +261,7 @@ def _run(text: str, start: str) -> Any:
 
 def _build_scope(text: str, entries: list[tuple[Token, Expr]]) -> Scope:
     seen: dict[str, Token] = {}
+    seen_as: dict[str, str] = {}
     mapping: dict[str, Expr] = {}
     for tok, expr in entries:
         written = _unquote(tok, "service name") if tok.type == "STRING" else str(tok)
@@ -257,14 +277,15 @@ def _build_scope(text: str, entries: list[tuple[Token, Expr]]) -> Scope:
             service = found
         if service in seen:
             first = seen[service]
-            if str(first) != str(tok):
-                same = f"{str(first)!r} and {str(tok)!r} both name"
+            if seen_as[service] != written:
+                same = f"{seen_as[service]!r} and {written!r} both name"
             else:
                 same = "named twice:"
             raise DuplicateServiceError(
                 f"{same} service {service!r} (first at column {first.column})", text, pos
             )
         seen[service] = tok
+        seen_as[service] = written
         mapping[service] = expr
     return Scope.of(mapping)
 
@@ -327,3 +348,38 @@ def _either(words: tuple[str, ...]) -> str:
     if len(words) == 1:
         return words[0]
     return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def site_positions(text: str) -> list[tuple[str | None, int]]:
+    """Every site written in a (valid) scope, in text order: ``(name, pos)``,
+    with None as the name of a ``*`` site.
+
+    The AST carries no positions (it is a value, shared through the parse
+    cache); errors found later, such as an unknown site, use this to put the
+    caret under the right name. Only run on the error path.
+    """
+    return _site_positions(text, "start", 0)
+
+
+def _site_positions(text: str, start: str, offset: int) -> list[tuple[str | None, int]]:
+    try:
+        tokens = list(_LARK.parse_interactive(text, start=start).iter_parse())
+    except (LarkError, _Located, ScopeError):
+        return []
+    out: list[tuple[str | None, int]] = []
+    for i, tok in enumerate(tokens):
+        nxt = tokens[i + 1].type if i + 1 < len(tokens) else None
+        pos = offset + (tok.start_pos or 0)
+        if tok.type == "SITE":
+            out.append((str(tok), pos))
+        elif tok.type == "STAR" and nxt != "COLON":
+            out.append((None, pos))
+        elif tok.type == "STRING" and nxt != "COLON":
+            try:
+                value = json.loads(str(tok))
+            except ValueError:
+                continue
+            if "\\" not in tok:  # the JSON form: the string holds an expression
+                out.extend(_site_positions(value, "expr", pos + 1))
+            out.append((value, pos))
+    return out
