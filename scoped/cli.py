@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .config import load_config
 from .errors import ScopedError
 from .explain import explain
 
@@ -28,6 +29,13 @@ def _site_list(value: str) -> list[str]:
             raise argparse.ArgumentTypeError(f"--sites names {n!r} twice")
         seen.add(n)
     return names
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, as in 127.0.0.1:8001; got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--home", metavar="SITE", help="the home site: where unnamed services go")
     ex.set_defaults(func=_explain)
+
+    gw = sub.add_parser(
+        "gateway",
+        help="run a site's gateway",
+        description="Serve one site's gateway (ASGI, under uvicorn with uvloop and httptools).",
+    )
+    gw.add_argument("--config", required=True, metavar="FILE", help="the gateway's YAML config")
+    gw.add_argument(
+        "--listen", required=True, type=_listen, metavar="HOST:PORT", help="e.g. 127.0.0.1:8001"
+    )
+    gw.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="server log level (default: warning)",
+    )
+    gw.set_defaults(func=_gateway)
     return parser
 
 
@@ -65,6 +90,27 @@ def _explain(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
         print(result.render())
+    return EXIT_OK
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+    from scoped_middleware.asgi import create_app  # noqa: PLC0415
+
+    config = load_config(args.config)
+    host, port = args.listen
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=args.log_level,
+        server_header=False,
+        date_header=False,
+    )
     return EXIT_OK
 
 

@@ -15,7 +15,9 @@ from scoped_grammar.errors import (
 )
 
 __all__ = [
+    "ConfigError",
     "DuplicateServiceError",
+    "GatewayError",
     "ScopeError",
     "ScopeSyntaxError",
     "ScopeTooLongError",
@@ -23,3 +25,16 @@ __all__ = [
     "UnknownServiceError",
     "UnknownSiteError",
 ]
+
+
+class ConfigError(ScopedError):
+    """The gateway's configuration is wrong; the message names the file and key."""
+
+
+class GatewayError(ScopedError):
+    """A request the gateway refuses or cannot serve; carries the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

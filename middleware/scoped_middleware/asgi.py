@@ -1,0 +1,154 @@
+"""The gateway as an ASGI application.
+
+Maps the ASGI request onto the service it addresses, hands it to the core
+:class:`~scoped.gateway.Gateway`, and streams the answer back. Also answers
+``GET /healthz`` and ``GET /metrics`` on the listen address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from scoped.config import Config
+from scoped.gateway import Gateway
+from scoped.http import Body, Request, Response, error_response
+from scoped.metrics import CONTENT_TYPE as METRICS_TYPE
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SMALL_BODY = 64 * 1024
+"""Bodies up to this size are read at once (replayable, one upstream write)."""
+
+
+class ClientDisconnected(Exception):  # noqa: N818 - reads as what happened
+    pass
+
+
+class GatewayApp:
+    """ASGI application serving one site's gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.registry = gateway.registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        route = self.registry.route(path)
+        if route is None:
+            await _send(send, self._own(path, scope["method"]))
+            return
+        service, prefix, rest = route
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        body = await _body(headers, receive)
+        req = Request(
+            method=scope["method"],
+            service=service,
+            path=rest,
+            query=scope["query_string"].decode("latin-1"),
+            headers=headers,
+            entry_url=_origin(scope, headers) + prefix,
+            body=body,
+        )
+        await _send(send, await self.gateway.handle(req))
+
+    def _own(self, path: str, method: str) -> Response:
+        """The gateway's own paths: health, metrics; anything else is a 404."""
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            body = orjson.dumps({"status": "ok", "site": self.registry.local})
+            return Response(200, [("content-type", "application/json")], body)
+        if path == "/metrics" and method == "GET":
+            return Response(200, [("content-type", METRICS_TYPE)], self.gateway.metrics.render())
+        prefixes = ", ".join(sorted(self.registry.prefixes().values()))
+        return error_response(
+            404, f"no service at {path!r}; this gateway serves {prefixes}, /healthz, /metrics"
+        )
+
+
+async def _body(headers: tuple[tuple[str, str], ...], receive: Receive) -> Body:
+    length: int | None = None
+    chunked = False
+    for k, v in headers:
+        if k == "content-length":
+            try:
+                length = int(v)
+            except ValueError:
+                length = None
+        elif k == "transfer-encoding":
+            chunked = True
+    if not chunked and not length:
+        # Drain the (empty) body message so the server sees it consumed.
+        return Body(b"")
+    if length is not None and length <= SMALL_BODY:
+        data = b"".join([chunk async for chunk in _stream(receive)])
+        return Body(data)
+    return Body(None, _stream(receive), length)
+
+
+async def _stream(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+def _origin(scope: Scope, headers: tuple[tuple[str, str], ...]) -> str:
+    scheme = scope.get("scheme", "http")
+    for k, v in headers:
+        if k == "host":
+            return f"{scheme}://{v}"
+    server = scope.get("server")
+    if server:
+        return f"{scheme}://{server[0]}:{server[1]}"
+    return f"{scheme}://localhost"
+
+
+async def _send(send: Send, resp: Response) -> None:
+    raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
+    await send({"type": "http.response.start", "status": resp.status, "headers": raw_headers})
+    body = resp.body
+    if isinstance(body, bytes):
+        await send({"type": "http.response.body", "body": body})
+        return
+    try:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        if resp.close is not None:
+            result = resp.close()
+            if result is not None:
+                await result
+
+
+def create_app(config: Config) -> GatewayApp:
+    """The ASGI app for a validated config."""
+    return GatewayApp(Gateway(config))

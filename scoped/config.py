@@ -1,0 +1,250 @@
+"""The gateway's YAML configuration (DESIGN.md section 8), validated at start.
+
+Every error names the file and the key at fault (``sites.Paris.endpoints``)
+and says what was expected, so an operator can fix it without reading code.
+Service keys accept anything the scope language accepts (``nova``,
+``volumev3``) and are stored as official service types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from scoped_grammar.errors import nearest
+from scoped_grammar.services import known_service_names, official_service_type
+
+from .errors import ConfigError
+
+DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_TOTAL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-site timeouts, in seconds: to connect, and for the whole call."""
+
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    total: float = DEFAULT_TOTAL_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep one request from taking the gateway down (DESIGN.md §6)."""
+
+    max_fanout: int = 256
+    """Most sites one request may be sent to."""
+    max_concurrency: int = 1024
+    """Most upstream calls in flight at once, over all requests."""
+    max_merge_bytes: int = 16 * 1024 * 1024
+    """Largest body read from one site to be merged."""
+    max_replay_bytes: int = 4 * 1024 * 1024
+    """Largest request body held in memory so it can go to several sites
+    (fan-out writes, failover); larger bodies stream to one site."""
+
+
+@dataclass(frozen=True)
+class SiteAuth:
+    """Credentials at one site: catalog discovery and its service token."""
+
+    auth_url: str
+    username: str
+    password: str
+    project_name: str
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region_name: str | None = None
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    auth: SiteAuth | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class Config:
+    site: str
+    sites: Mapping[str, SiteConfig]
+    backends: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    source: str = "<config>"
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        return tuple(self.sites)
+
+    @property
+    def local(self) -> SiteConfig:
+        return self.sites[self.site]
+
+
+_TOP_KEYS = ("site", "sites", "backends", "timeouts", "limits")
+_SITE_KEYS = ("endpoints", "auth", "timeouts")
+_AUTH_KEYS = (
+    "auth_url",
+    "username",
+    "password",
+    "project_name",
+    "user_domain_name",
+    "project_domain_name",
+    "region_name",
+)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises :class:`ConfigError` naming the key."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{source}: cannot read the config file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    return parse_config(data, source)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-loaded YAML data (a mapping) into a :class:`Config`."""
+    at = _Where(source)
+    top = at.mapping(data, "", "a mapping with 'site' and 'sites'")
+    at.only(top, "", _TOP_KEYS)
+    site = at.string(top.get("site"), "site", "the name of the site this process serves")
+    default_timeouts = _timeouts(at, top.get("timeouts"), "timeouts", Timeouts())
+    sites_data = at.mapping(top.get("sites"), "sites", "a mapping of site name to settings")
+    if not sites_data:
+        raise at.error("sites", "at least one site")
+    sites: dict[str, SiteConfig] = {}
+    for name, raw in sites_data.items():
+        key = f"sites.{name}"
+        if not isinstance(name, str) or not name:
+            raise at.error("sites", f"site names as text, got {name!r}")
+        body = at.mapping(raw if raw is not None else {}, key, "a mapping")
+        at.only(body, key, _SITE_KEYS)
+        endpoints = _urls(at, body.get("endpoints"), f"{key}.endpoints")
+        auth = _auth(at, body.get("auth"), f"{key}.auth")
+        timeouts = _timeouts(at, body.get("timeouts"), f"{key}.timeouts", default_timeouts)
+        if not endpoints and auth is None and name != site:
+            raise at.error(key, "'endpoints' or 'auth' (how to reach this site)")
+        sites[name] = SiteConfig(name, endpoints, auth, timeouts)
+    if site not in sites:
+        hint = nearest(site, sites)
+        also = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise at.error("site", f"one of the names under 'sites'{also}, got {site!r}")
+    backends = _urls(at, top.get("backends"), "backends")
+    limits = _limits(at, top.get("limits"))
+    return Config(site, sites, backends, limits, source)
+
+
+class _Where:
+    """Builds errors that name the file and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, expected: str, got: Any = ...) -> ConfigError:
+        where = f"{self.source}: {key}" if key else self.source
+        tail = "" if got is ... else f", got {got!r}"
+        return ConfigError(f"{where}: expected {expected}{tail}")
+
+    def mapping(self, value: Any, key: str, expected: str) -> dict[Any, Any]:
+        if value is None:
+            raise self.error(key or "(top level)", expected)
+        if not isinstance(value, dict):
+            raise self.error(key or "(top level)", expected, value)
+        return value
+
+    def string(self, value: Any, key: str, expected: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.error(key, expected, value if value is not None else ...)
+        return value
+
+    def number(self, value: Any, key: str, minimum: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise self.error(key, f"a number >= {minimum}", value)
+        return float(value)
+
+    def only(self, data: dict[Any, Any], key: str, allowed: tuple[str, ...]) -> None:
+        for k in data:
+            if k not in allowed:
+                hint = nearest(str(k), allowed)
+                also = f"; did you mean {hint[0]!r}?" if hint else ""
+                where = f"{key}.{k}" if key else str(k)
+                raise ConfigError(
+                    f"{self.source}: {where}: unknown key (allowed: {', '.join(allowed)}){also}"
+                )
+
+
+def _urls(at: _Where, value: Any, key: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    data = at.mapping(value, key, "a mapping of service type to URL")
+    out: dict[str, str] = {}
+    for service, url in data.items():
+        official = official_service_type(str(service))
+        if official is None:
+            hint = nearest(str(service), known_service_names())
+            also = f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""
+            raise at.error(f"{key}.{service}", f"a known service type{also}", service)
+        if official in out:
+            raise at.error(f"{key}.{service}", f"each service once; {official!r} is given twice")
+        out[official] = _url(at, url, f"{key}.{service}")
+    return out
+
+
+def _url(at: _Where, value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise at.error(key, "a URL such as http://127.0.0.1:8001/compute", value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise at.error(key, "an http:// or https:// URL with a host", value)
+    if parts.query or parts.fragment:
+        raise at.error(key, "a URL without query or fragment", value)
+    return value.rstrip("/")
+
+
+def _auth(at: _Where, value: Any, key: str) -> SiteAuth | None:
+    if value is None:
+        return None
+    data = at.mapping(value, key, "a mapping of keystoneauth1 password options")
+    at.only(data, key, _AUTH_KEYS)
+    required = ("auth_url", "username", "password", "project_name")
+    for name in required:
+        at.string(data.get(name), f"{key}.{name}", "a non-empty string")
+    for name in _AUTH_KEYS:
+        if name in data and not isinstance(data[name], str):
+            raise at.error(f"{key}.{name}", "a string", data[name])
+    _url(at, data["auth_url"], f"{key}.auth_url")
+    return SiteAuth(**{k: data[k] for k in _AUTH_KEYS if k in data})
+
+
+def _timeouts(at: _Where, value: Any, key: str, default: Timeouts) -> Timeouts:
+    if value is None:
+        return default
+    data = at.mapping(value, key, "a mapping with 'connect' and/or 'total' seconds")
+    at.only(data, key, ("connect", "total"))
+    connect = default.connect
+    total = default.total
+    if "connect" in data:
+        connect = at.number(data["connect"], f"{key}.connect", 0.001)
+    if "total" in data:
+        total = at.number(data["total"], f"{key}.total", 0.001)
+    return Timeouts(connect, total)
+
+
+def _limits(at: _Where, value: Any) -> Limits:
+    if value is None:
+        return Limits()
+    data = at.mapping(value, "limits", "a mapping of bounds")
+    names = tuple(Limits.__dataclass_fields__)
+    at.only(data, "limits", names)
+    values = {n: int(at.number(data[n], f"limits.{n}", 1)) for n in names if n in data}
+    return Limits(**values)

@@ -1,0 +1,42 @@
+"""How one call to one site is addressed: URL and headers (DESIGN.md §4, §5).
+
+Local calls go to this site's backend; remote calls to the other site's entry
+URL, marked with the hop header so that site serves them itself. The scope
+suffix is stripped from token headers for the identity service only; every
+other service gets the token as it came, so it can pass the scope on.
+"""
+
+from __future__ import annotations
+
+from .carry import HOP_HEADER, hop_value, strip
+from .http import HOP_BY_HOP, Request
+from .sites import Registry
+
+_TOKEN_HEADERS = ("x-auth-token", "x-subject-token")
+
+
+def upstream_headers(
+    req: Request, registry: Registry, site: str, merging: bool
+) -> list[tuple[str, str]]:
+    """The headers to send to ``site`` for ``req``."""
+    strip_tokens = req.service == "identity" and site == registry.local
+    out: list[tuple[str, str]] = []
+    for name, value in req.headers:
+        if name in HOP_BY_HOP or name == HOP_HEADER:
+            continue
+        if name == "content-length" and req.body.replayable:
+            continue  # the client library sets it from the bytes
+        if merging and name == "accept-encoding":
+            continue  # answers to merge must come as plain JSON
+        out.append((name, strip(value) if strip_tokens and name in _TOKEN_HEADERS else value))
+    if site != registry.local:
+        out.append((HOP_HEADER, hop_value(registry.local, site)))
+    return out
+
+
+def upstream_url(req: Request, registry: Registry, site: str, query: str) -> str | None:
+    """Where ``req`` goes at ``site``, or None if that site lacks the service."""
+    base = registry.endpoint(site, req.service)
+    if base is None:
+        return None
+    return f"{base}{req.path}?{query}" if query else f"{base}{req.path}"

@@ -1,0 +1,180 @@
+"""Framework-free HTTP values of the core: what a front end hands in
+(:class:`Request`) and gets back (:class:`Response`).
+
+Headers are ``(name, value)`` pairs with lower-case names, in order, repeats
+allowed, as ASGI and WSGI both give them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+Headers = tuple[tuple[str, str], ...]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+"""Headers that describe one connection, never forwarded (RFC 9110 §7.6.1)."""
+
+
+def header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+class BodyTooLarge(Exception):  # noqa: N818 - reads as what happened
+    """A body passed a size bound while being read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+class Body:
+    """A request body: held in memory (can go to several sites) or a one-shot
+    stream (goes to one site, in constant memory).
+
+    ``started`` tells whether any of a stream was handed to an upstream call:
+    after that, the body cannot be sent elsewhere (no failover).
+    """
+
+    __slots__ = ("_prefix", "_stream", "data", "length", "started")
+
+    def __init__(
+        self,
+        data: bytes | None = b"",
+        stream: AsyncIterator[bytes] | None = None,
+        length: int | None = None,
+    ) -> None:
+        self.data = data if stream is None else None
+        self._stream = stream
+        self._prefix: list[bytes] = []
+        self.length = len(data) if data is not None and stream is None else length
+        self.started = False
+
+    @property
+    def replayable(self) -> bool:
+        return self.data is not None
+
+    @property
+    def empty(self) -> bool:
+        return self.data == b""
+
+    async def buffer(self, limit: int) -> bool:
+        """Read a stream into memory if it is at most ``limit`` bytes.
+
+        Returns whether the body is now replayable. A longer stream keeps what
+        was read and stays a stream: nothing is lost either way.
+        """
+        if self._stream is None:
+            return True
+        if self.length is not None and self.length > limit:
+            return False
+        size = 0
+        async for chunk in self._stream:
+            self._prefix.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return False
+        self.data = b"".join(self._prefix)
+        self.length = len(self.data)
+        self._prefix = []
+        self._stream = None
+        return True
+
+    def payload(self) -> bytes | AsyncIterator[bytes] | None:
+        """What to send upstream: the bytes, or the stream (once)."""
+        if self.data is not None:
+            return self.data or None
+        if self.started:
+            raise RuntimeError("a streamed request body can be sent only once")
+        self.started = True
+        return self._chain()
+
+    async def _chain(self) -> AsyncIterator[bytes]:
+        for chunk in self._prefix:
+            yield chunk
+        self._prefix = []
+        if self._stream is not None:
+            async for chunk in self._stream:
+                yield chunk
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as it reached this gateway, mapped onto a service."""
+
+    method: str
+    service: str
+    path: str
+    """Under the service root: ``/v2.1/servers``."""
+    query: str
+    """Raw query string, without ``?``."""
+    headers: Headers
+    entry_url: str
+    """This gateway's entry URL for the service (``http://gw:8001/compute``),
+    used for links that must lead back here."""
+    body: Body = field(default_factory=Body)
+
+    def header(self, name: str) -> str | None:
+        return header(self.headers, name)
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+
+@dataclass
+class Response:
+    """What the front end sends back: status, headers, and bytes or a stream."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | AsyncIterator[bytes] = b""
+    close: Callable[[], Awaitable[None] | None] | None = None
+
+
+TITLES = {
+    400: "Bad Request",
+    404: "Not Found",
+    413: "Request Entity Too Large",
+    421: "Misdirected Request",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def error_body(status: int, message: str, **extra: object) -> bytes:
+    """OpenStack's error shape, so the ``openstack`` CLI prints the message."""
+    err: dict[str, object] = {
+        "code": status,
+        "title": TITLES.get(status, "Error"),
+        "message": message,
+    }
+    err.update(extra)
+    return orjson.dumps({"error": err})
+
+
+def error_response(status: int, message: str, **extra: object) -> Response:
+    return Response(
+        status, [("content-type", "application/json")], error_body(status, message, **extra)
+    )

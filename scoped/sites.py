@@ -1,0 +1,79 @@
+"""The site registry: which sites exist, in what order, and where each
+service of each site is reached.
+
+A request URL at this gateway is mapped to (service type, path) by the
+longest matching entry prefix, and re-based onto the target: this site's
+backend, or another site's entry URL for that service (DESIGN.md §5, §8).
+No URL, host or port ever comes from a request: only from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from .config import Config, SiteConfig, Timeouts
+
+
+class Registry:
+    """Sites in preference order, their endpoints, and this site's backends."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.local = config.site
+        self.names: tuple[str, ...] = config.site_names
+        self.backends: Mapping[str, str] = dict(config.backends)
+        # Endpoints per site; catalog discovery may add to these later, but
+        # endpoints given in the config always win.
+        self._endpoints: dict[str, dict[str, str]] = {
+            name: dict(site.endpoints) for name, site in config.sites.items()
+        }
+        self._routes = self._build_routes()
+
+    def site(self, name: str) -> SiteConfig:
+        return self.config.sites[name]
+
+    def timeouts(self, name: str) -> Timeouts:
+        return self.config.sites[name].timeouts
+
+    def endpoint(self, site: str, service: str) -> str | None:
+        """Where ``service`` of ``site`` is reached from here, or None."""
+        if site == self.local:
+            return self.backends.get(service)
+        return self._endpoints.get(site, {}).get(service)
+
+    def learn(self, site: str, endpoints: Mapping[str, str]) -> None:
+        """Add endpoints discovered from a site's catalog; configured ones win."""
+        known = self._endpoints.setdefault(site, {})
+        configured = self.config.sites[site].endpoints
+        for service, url in endpoints.items():
+            if service not in configured:
+                known[service] = url.rstrip("/")
+        self._routes = self._build_routes()
+
+    def route(self, path: str) -> tuple[str, str, str] | None:
+        """``(service, prefix, rest)`` for a request path at this gateway, or None.
+
+        ``/compute/v2.1/servers`` -> ``("compute", "/compute", "/v2.1/servers")``.
+        """
+        for prefix, service in self._routes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return service, prefix, path[len(prefix) :] or "/"
+        return None
+
+    def prefixes(self) -> dict[str, str]:
+        """Entry path prefix of each service at this gateway."""
+        return {service: prefix for prefix, service in self._routes}
+
+    def _build_routes(self) -> list[tuple[str, str]]:
+        local = self.config.local.endpoints
+        services = set(self.backends) | set(local)
+        for endpoints in self._endpoints.values():
+            services.update(endpoints)
+        routes: dict[str, str] = {}
+        for service in sorted(services):
+            url = local.get(service)
+            prefix = urlsplit(url).path.rstrip("/") if url else ""
+            routes[prefix or f"/{service}"] = service
+        # Longest prefix first, so /image/v2 would win over /image.
+        return sorted(routes.items(), key=lambda r: len(r[0]), reverse=True)
