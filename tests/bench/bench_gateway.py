@@ -1,0 +1,272 @@
+"""Forwarding cost of the gateway beside HAProxy and a naive aiohttp proxy,
+and the latency of a fan-out (&) over 1, 3, 30 and 100 slow sites.
+
+Everything runs on 127.0.0.1. Servers are pinned to CPU 1 and the load
+generator (wrk) to CPU 0, as in shared/perf-notes.md. The machine is shared:
+compare the ratios printed in one run, not absolute figures across runs.
+
+    .venv/bin/python tests/bench/bench_gateway.py [--rounds 3] [--seconds 5]
+
+Installs haproxy, nginx-light and wrk from Debian if they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+SCOPED = str(Path(PY).parent / "scoped")
+SERVER_CPU = "1"
+LOAD_CPU = "0"
+JSON_BODY = (
+    '{"servers": ['
+    + ", ".join(f'{{"id": "{i:032x}", "name": "server-{i:04d}", "links": []}}' for i in range(15))
+    + "]}"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_tools() -> None:
+    os.environ["PATH"] += ":/usr/sbin:/sbin"
+    missing = [t for t in ("haproxy", "nginx", "wrk") if shutil.which(t) is None]
+    if not missing:
+        return
+    print(f"installing {', '.join(missing)} from Debian ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "haproxy", "nginx-light", "wrk"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+
+class Processes:
+    """Starts servers and ends exactly those, by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *argv: str, cpu: str = SERVER_CPU) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def wait_http(url: str, procs: Processes, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs.procs:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise SystemExit(f"{' '.join(map(str, proc.args))} exited: {err[-2000:]}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up within {timeout} s")
+
+
+def _seconds(value: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if not m:
+        raise ValueError(value)
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+
+
+def wrk(url: str, conns: int, seconds: int, headers: list[str]) -> tuple[float, float, float]:
+    """(p50 s, p99 s, req/s) of one wrk run."""
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        argv += ["-H", h]
+    out = subprocess.run(
+        [*argv, url], capture_output=True, text=True, check=True, timeout=seconds + 30
+    ).stdout
+    p50 = _seconds(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out or "Socket errors" in out:
+        print(f"  note: {url} had errors:\n{out}", file=sys.stderr)
+    return p50, p99, rps
+
+
+def forwarding(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
+    ngx_port, ha_port, naive_port, gw_port = (free_port() for _ in range(4))
+    (tmp / "nginx.conf").write_text(
+        f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 60;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  server {{ listen 127.0.0.1:{ngx_port};
+    location / {{ default_type application/json; return 200 '{JSON_BODY}'; }} }} }}
+"""
+    )
+    (tmp / "haproxy.cfg").write_text(
+        f"""global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{ha_port}
+  default_backend be
+backend be
+  server s1 127.0.0.1:{ngx_port}
+"""
+    )
+    (tmp / "gw.yaml").write_text(
+        f"""site: A
+sites:
+  A: {{endpoints: {{compute: "http://127.0.0.1:{gw_port}/compute"}}}}
+backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
+"""
+    )
+    procs.start("nginx", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err"))
+    procs.start("haproxy", "-db", "-f", str(tmp / "haproxy.cfg"))
+    procs.start(PY, str(HERE / "naive_proxy.py"), str(naive_port), f"http://127.0.0.1:{ngx_port}")
+    procs.start(
+        SCOPED, "gateway", "--config", str(tmp / "gw.yaml"), "--listen", f"127.0.0.1:{gw_port}"
+    )
+    path = "/v2.1/servers"
+    targets = {
+        "direct nginx": (f"http://127.0.0.1:{ngx_port}{path}", []),
+        "HAProxy": (f"http://127.0.0.1:{ha_port}{path}", []),
+        "naive aiohttp proxy": (f"http://127.0.0.1:{naive_port}{path}", []),
+        "scoped gateway": (
+            f"http://127.0.0.1:{gw_port}/compute{path}",
+            ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
+        ),
+    }
+    for url, _ in targets.values():
+        wait_http(url, procs)
+    results: dict[str, dict[str, list[float]]] = {
+        n: {"p50": [], "p99": [], "rps": []} for n in targets
+    }
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds} ...", flush=True)
+        for name, (url, headers) in targets.items():
+            p50, p99, _ = wrk(url, 1, seconds, headers)
+            _, _, rps = wrk(url, 64, seconds, headers)
+            results[name]["p50"].append(p50)
+            results[name]["p99"].append(p99)
+            results[name]["rps"].append(rps)
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in results.items()}
+    base = med["direct nginx"]["p50"]
+    print(f"\nforwarding, {rounds} rounds of {seconds} s, medians (wrk on CPU 0, servers on CPU 1)")
+    print(f"{'path':24} {'p50 c=1':>10} {'added p50':>10} {'p99 c=1':>10} {'req/s c=64':>11}")
+    for name, m in med.items():
+        added = "" if name == "direct nginx" else f"+{(m['p50'] - base) * 1e3:.3f}ms"
+        print(
+            f"{name:24} {m['p50'] * 1e3:8.3f}ms {added:>10} {m['p99'] * 1e3:8.3f}ms "
+            f"{m['rps']:11.0f}"
+        )
+    gw, ha, naive = med["scoped gateway"], med["HAProxy"], med["naive aiohttp proxy"]
+    print(f"\nscoped/HAProxy throughput: {gw['rps'] / ha['rps']:.0%} (target >= 20%)")
+    print(f"scoped/naive aiohttp throughput: {gw['rps'] / naive['rps']:.0%} (target >= 100%)")
+    print(
+        f"scoped added p50 {(gw['p50'] - base) * 1e6:.0f} us vs naive aiohttp "
+        f"{(naive['p50'] - base) * 1e6:.0f} us"
+    )
+
+
+def fan_out(procs: Processes, tmp: Path, widths: list[int], delay: float, n: int) -> None:
+    back_port, gw_port = free_port(), free_port()
+    procs.start(PY, str(HERE / "slow_backend.py"), str(back_port), str(delay), cpu=LOAD_CPU)
+    sites = max(widths)
+    lines = ["site: S0", "sites:"]
+    lines.append(f'  S0: {{endpoints: {{compute: "http://127.0.0.1:{gw_port}/compute"}}}}')
+    for i in range(1, sites):
+        lines.append(f'  S{i}: {{endpoints: {{compute: "http://127.0.0.1:{back_port}"}}}}')
+    lines.append(f'backends: {{compute: "http://127.0.0.1:{back_port}"}}')
+    (tmp / "fan.yaml").write_text("\n".join(lines) + "\n")
+    procs.start(
+        SCOPED, "gateway", "--config", str(tmp / "fan.yaml"), "--listen", f"127.0.0.1:{gw_port}"
+    )
+    url = f"http://127.0.0.1:{gw_port}/compute/v2.1/servers"
+    wait_http(url, procs)
+    print(
+        f"\nfan-out (&) over sites that each answer after {delay * 1e3:.0f} ms, c=1, {n} requests"
+    )
+    print(f"{'sites':>6} {'p50':>9} {'p99':>9} {'merged items':>13}")
+    with httpx.Client(timeout=30) as client:
+        for width in widths:
+            scope = "<compute: " + "&".join(f"S{i}" for i in range(width)) + ">"
+            headers = {"X-Scope": scope}
+            for _ in range(5):
+                client.get(url, headers=headers)
+            times = []
+            items = 0
+            for _ in range(n):
+                t = time.perf_counter()
+                resp = client.get(url, headers=headers)
+                times.append(time.perf_counter() - t)
+                if resp.status_code != 200:
+                    raise SystemExit(
+                        f"fan-out over {width} failed: {resp.status_code} {resp.text[:300]}"
+                    )
+                items = len(resp.json()["servers"])
+            times.sort()
+            p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+            print(
+                f"{width:6d} {statistics.median(times) * 1e3:7.1f}ms {p99 * 1e3:7.1f}ms {items:13d}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--fanout-requests", type=int, default=40)
+    parser.add_argument("--skip-forwarding", action="store_true")
+    args = parser.parse_args()
+    ensure_tools()
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="scoped-bench-") as tmp:
+        try:
+            if not args.skip_forwarding:
+                forwarding(procs, Path(tmp), args.rounds, args.seconds)
+            fan_out(procs, Path(tmp), [1, 3, 30, 100], 0.020, args.fanout_requests)
+        finally:
+            procs.stop()
+
+
+if __name__ == "__main__":
+    main()
