@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from functools import lru_cache
 
 from scoped_grammar import ScopeError
 
 SUFFIX = "!scope!"
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 HOP_HEADER = "x-scoped-hop"
 """Marks a request one gateway forwards to another: ``<origin>><target>``.
 The receiving gateway serves it locally and never forwards it again."""
@@ -29,6 +31,8 @@ def encode_scope(text: str) -> str:
 def decode_scope(data: str) -> str:
     """The scope text from the token suffix; a clear error if it is not one."""
     try:
+        if not data or not _B64URL.fullmatch(data):
+            raise ValueError(data)
         raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
         return raw.decode("utf-8")
     except (binascii.Error, ValueError):

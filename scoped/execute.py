@@ -210,9 +210,8 @@ class Executor:
         if failed:
             for a in answers:
                 a.discard()
-            return _failed(
-                failed, reports, "a fan-out (&) failed at some sites", "", done=ok + absent
-            )
+            done = ok + absent if req.method not in ("GET", "HEAD") else None
+            return _failed(failed, reports, "a fan-out (&) failed at some sites", "", done=done)
         if not ok:
             result = _failed(absent, reports, "no site has it", "")
             result.verdict = Verdict.ABSENT

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from .config import Timeouts
 from .http import BodyTooLarge
@@ -160,7 +161,9 @@ class AiohttpUpstream:
         try:
             resp = await self._client().request(
                 method,
-                url,
+                # Path and query come from the client already encoded: send
+                # them as they are (and skip re-quoting on every call).
+                URL(url, encoded=True),
                 headers=list(headers),
                 data=body,
                 allow_redirects=False,

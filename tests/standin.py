@@ -384,7 +384,7 @@ async def _site_middleware(request: web.Request, handler: Handler) -> web.Stream
     record = ReceivedRequest(
         method=request.method,
         path=request.path,
-        query_string=request.query_string,
+        query_string=request.raw_path.partition("?")[2],  # as sent, still encoded
         headers=headers,
         body_length=body.length,
         body_sha256=body.sha256,
@@ -1091,7 +1091,7 @@ async def serve_sites(sites: Iterable[SiteData]) -> AsyncIterator[dict[str, str]
         yield urls
 
 
-class _LoopThread:
+class LoopThread:
     """An event loop running in a daemon thread."""
 
     def __init__(self) -> None:
@@ -1102,7 +1102,7 @@ class _LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def __enter__(self) -> _LoopThread:
+    def __enter__(self) -> LoopThread:
         self.thread.start()
         return self
 
@@ -1121,7 +1121,7 @@ class _LoopThread:
 @contextlib.contextmanager
 def serve_sites_in_thread(sites: Iterable[SiteData]) -> Iterator[dict[str, str]]:
     """:func:`serve_sites` in a background thread with its own event loop."""
-    with _LoopThread() as worker:
+    with LoopThread() as worker:
         context = serve_sites(list(sites))
         urls = worker.call(context.__aenter__())
         try:
@@ -1133,7 +1133,7 @@ def serve_sites_in_thread(sites: Iterable[SiteData]) -> Iterator[dict[str, str]]
 @contextlib.contextmanager
 def serve_in_thread(app_or_data: web.Application | SiteData, *, port: int = 0) -> Iterator[str]:
     """:func:`serve` in a background thread with its own event loop (sync tests)."""
-    with _LoopThread() as worker:
+    with LoopThread() as worker:
         context = serve(app_or_data, port=port)
         url = worker.call(context.__aenter__())
         try:

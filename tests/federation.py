@@ -1,0 +1,120 @@
+"""A federation on loopback: stand-in sites, each behind a real scoped gateway.
+
+Every gateway is the real ASGI app served by uvicorn; sites are the real HTTP
+servers of :mod:`tests.standin`. All run on one background event loop, so
+tests drive them with a plain synchronous client. One more site, ``Oslo``,
+is in every registry but nothing listens there (connection refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from scoped.config import parse_config
+from scoped_middleware.asgi import GatewayApp, create_app
+from tests.standin import LoopThread, SiteData, serve_sites
+
+SERVICES = ("compute", "image", "identity", "network")
+DOWN = "Oslo"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Federation:
+    sites: dict[str, SiteData]
+    gateways: dict[str, str]
+    """Site name -> its gateway's base URL."""
+    apps: dict[str, GatewayApp] = field(default_factory=dict)
+    site_urls: dict[str, str] = field(default_factory=dict)
+
+    def url(self, via: str, service: str, path: str) -> str:
+        return f"{self.gateways[via]}/{service}{path}"
+
+    def reset(self) -> None:
+        for data in self.sites.values():
+            data.received.clear()
+            data.uploads.clear()
+            data.reset_faults()
+            for kind in ("servers", "images", "networks", "users"):
+                data.collection(kind).clear()
+
+
+def gateway_config(
+    name: str,
+    names: tuple[str, ...],
+    gateways: dict[str, str],
+    backend: str,
+    down_port: int,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    sites: dict[str, Any] = {}
+    for n in names:
+        sites[n] = {
+            "endpoints": {s: f"{gateways[n]}/{s}" for s in SERVICES},
+            "timeouts": {"connect": 1.0, "total": 2.0},
+        }
+    sites[DOWN] = {
+        "endpoints": {s: f"http://127.0.0.1:{down_port}/{s}" for s in SERVICES},
+        "timeouts": {"connect": 1.0, "total": 2.0},
+    }
+    config: dict[str, Any] = {
+        "site": name,
+        "sites": sites,
+        "backends": {s: backend for s in SERVICES},
+    }
+    config.update(overrides or {})
+    return config
+
+
+async def _serve(app: GatewayApp, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    asyncio.ensure_future(server.serve())
+    for _ in range(500):
+        if server.started:
+            return server
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"the gateway on port {port} did not start")
+
+
+@contextlib.contextmanager
+def federation(
+    names: tuple[str, ...] = ("Berlin", "Denver", "Paris"),
+    overrides: dict[str, Any] | None = None,
+) -> Iterator[Federation]:
+    """Start the sites and their gateways; stop exactly those on exit."""
+    data = {n: SiteData(n) for n in names}
+    down_port = free_port()
+    gateways = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    with LoopThread() as worker:
+        sites_cm = serve_sites(list(data.values()))
+        site_urls = worker.call(sites_cm.__aenter__())
+        servers: list[uvicorn.Server] = []
+        fed = Federation(data, gateways, site_urls=site_urls)
+        try:
+            for n in names:
+                cfg = gateway_config(n, names, gateways, site_urls[n], down_port, overrides)
+                app = create_app(parse_config(cfg, f"<{n}>"))
+                fed.apps[n] = app
+                port = int(gateways[n].rsplit(":", 1)[1])
+                servers.append(worker.call(_serve(app, port)))
+            yield fed
+        finally:
+            for server in servers:
+                server.should_exit = True
+            worker.call(asyncio.sleep(0.3))
+            worker.call(sites_cm.__aexit__(None, None, None))
