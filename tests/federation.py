@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from scoped_middleware.asgi import GatewayApp, create_app
 
 from scoped.config import parse_config
-from scoped_middleware.asgi import GatewayApp, create_app
 from tests.standin import LoopThread, SiteData, serve_sites
 
 SERVICES = ("compute", "image", "identity", "network")
@@ -78,12 +78,17 @@ def gateway_config(
     return config
 
 
+_TASKS: set[asyncio.Task[None]] = set()
+
+
 async def _serve(app: GatewayApp, port: int) -> uvicorn.Server:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False
     )
     server = uvicorn.Server(config)
-    asyncio.ensure_future(server.serve())
+    task = asyncio.ensure_future(server.serve())
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
     for _ in range(500):
         if server.started:
             return server

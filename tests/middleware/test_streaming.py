@@ -44,7 +44,7 @@ def pair(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     with serve_sites_in_thread([berlin, denver]) as urls:
         try:
-            for name in ports:
+            for name, port in ports.items():
                 endpoints = "\n".join(
                     f"  {n}: {{endpoints: {{image: 'http://127.0.0.1:{p}/image'}}}}"
                     for n, p in ports.items()
@@ -60,7 +60,7 @@ def pair(
                         "--config",
                         str(cfg),
                         "--listen",
-                        f"127.0.0.1:{ports[name]}",
+                        f"127.0.0.1:{port}",
                     ]
                 )
             for port in ports.values():
