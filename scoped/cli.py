@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("critical", "error", "warning", "info", "debug"),
         help="server log level (default: warning)",
     )
+    gw.add_argument(
+        "--server",
+        default="uvicorn",
+        choices=("uvicorn", "granian"),
+        help="ASGI server (default: uvicorn with uvloop and httptools; see the README)",
+    )
     gw.set_defaults(func=_gateway)
     return parser
 
@@ -94,11 +100,31 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415 - only this command needs the server
-    from scoped_middleware.asgi import create_app  # noqa: PLC0415
+    # Imported here: only this command needs a server.
+    import os  # noqa: PLC0415
 
-    config = load_config(args.config)
+    from scoped_middleware.asgi import CONFIG_ENV, create_app  # noqa: PLC0415
+
+    config = load_config(args.config)  # fail early, with the key at fault
     host, port = args.listen
+    if args.server == "granian":
+        from granian import Granian  # noqa: PLC0415
+
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+        Granian(
+            "scoped_middleware.asgi:app_from_env",
+            factory=True,
+            address=host,
+            port=port,
+            interface="asgi",  # type: ignore[arg-type]
+            loop="uvloop",  # type: ignore[arg-type]
+            workers=1,
+            websockets=False,
+            log_level=args.log_level,
+        ).serve()
+        return EXIT_OK
+    import uvicorn  # noqa: PLC0415
+
     uvicorn.run(
         create_app(config),
         host=host,
@@ -109,6 +135,7 @@ def _gateway(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=args.log_level,
         server_header=False,
+        proxy_headers=False,
         date_header=False,
     )
     return EXIT_OK

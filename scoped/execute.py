@@ -135,7 +135,9 @@ class Executor:
         status = reply.status
         answer = Answer(_verdict(status), status, reply.headers, site=site, reply=reply)
         answer.safe = status in (404, 503)
-        if merging and answer.verdict is Verdict.OK and _is_json(reply.headers):
+        if req.method == "HEAD":
+            pass  # no body to read, merge or report
+        elif merging and answer.verdict is Verdict.OK and _is_json(reply.headers):
             try:
                 answer.body = await reply.read(self.limits.max_merge_bytes)
                 answer.reply = None

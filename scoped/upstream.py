@@ -78,9 +78,7 @@ class _AiohttpReply:
             raise BodyTooLarge(limit)
         try:
             if length is not None:
-                data = await resp.content.readexactly(length) if length else b""
-                resp.release()
-                return data
+                return await resp.read()  # bounded above; releases the connection
             parts: list[bytes] = []
             size = 0
             async for chunk in resp.content.iter_any():
@@ -91,7 +89,7 @@ class _AiohttpReply:
                 parts.append(chunk)
             resp.release()
             return b"".join(parts)
-        except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError) as err:
+        except (aiohttp.ClientError, TimeoutError) as err:
             resp.close()
             raise _failure(err, sent=True) from None
 
@@ -154,10 +152,13 @@ class AiohttpUpstream:
         body: bytes | AsyncIterator[bytes] | None,
         timeouts: Timeouts,
     ) -> Reply:
-        try:
-            await asyncio.wait_for(self._limit.acquire(), timeouts.connect)
-        except TimeoutError:
-            raise Failure("error", False, "too many upstream calls in flight") from None
+        if self._limit.locked():  # only then pay for a timed wait
+            try:
+                await asyncio.wait_for(self._limit.acquire(), timeouts.connect)
+            except TimeoutError:
+                raise Failure("error", False, "too many upstream calls in flight") from None
+        else:
+            await self._limit.acquire()
         try:
             resp = await self._client().request(
                 method,

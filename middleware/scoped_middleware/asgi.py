@@ -152,3 +152,16 @@ async def _send(send: Send, resp: Response) -> None:
 def create_app(config: Config) -> GatewayApp:
     """The ASGI app for a validated config."""
     return GatewayApp(Gateway(config))
+
+
+CONFIG_ENV = "SCOPED_CONFIG"
+
+
+def app_from_env() -> GatewayApp:
+    """App factory for ASGI servers that import the app by name (granian):
+    the config file is named by ``$SCOPED_CONFIG``."""
+    import os  # noqa: PLC0415
+
+    from scoped.config import load_config  # noqa: PLC0415
+
+    return create_app(load_config(os.environ[CONFIG_ENV]))

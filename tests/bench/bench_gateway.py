@@ -115,8 +115,8 @@ def wrk(url: str, conns: int, seconds: int, headers: list[str]) -> tuple[float, 
     out = subprocess.run(
         [*argv, url], capture_output=True, text=True, check=True, timeout=seconds + 30
     ).stdout
-    p50 = _seconds(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"  note: {url} had errors:\n{out}", file=sys.stderr)
@@ -124,7 +124,7 @@ def wrk(url: str, conns: int, seconds: int, headers: list[str]) -> tuple[float, 
 
 
 def forwarding(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
-    ngx_port, ha_port, naive_port, gw_port = (free_port() for _ in range(4))
+    ngx_port, ha_port, naive_port, gw_port, gr_port = (free_port() for _ in range(5))
     (tmp / "nginx.conf").write_text(
         f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 4096; }}
@@ -165,6 +165,10 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
     procs.start(
         SCOPED, "gateway", "--config", str(tmp / "gw.yaml"), "--listen", f"127.0.0.1:{gw_port}"
     )
+    procs.start(
+        SCOPED, "gateway", "--server", "granian", "--config", str(tmp / "gw.yaml"),
+        "--listen", f"127.0.0.1:{gr_port}",
+    )  # fmt: skip
     path = "/v2.1/servers"
     targets = {
         "direct nginx": (f"http://127.0.0.1:{ngx_port}{path}", []),
@@ -172,6 +176,10 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
         "naive aiohttp proxy": (f"http://127.0.0.1:{naive_port}{path}", []),
         "scoped gateway": (
             f"http://127.0.0.1:{gw_port}/compute{path}",
+            ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
+        ),
+        "scoped (granian)": (
+            f"http://127.0.0.1:{gr_port}/compute{path}",
             ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
         ),
     }
