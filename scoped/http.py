@@ -52,8 +52,8 @@ class Body:
     """A request body: held in memory (can go to several sites) or a one-shot
     stream (goes to one site, in constant memory).
 
-    ``started`` tells whether any of a stream was handed to an upstream call:
-    after that, the body cannot be sent elsewhere (no failover).
+    ``started`` tells whether an upstream call began to read a stream: after
+    that, the body cannot be sent elsewhere (no failover).
     """
 
     __slots__ = ("_prefix", "_stream", "data", "length", "started")
@@ -106,10 +106,12 @@ class Body:
             return self.data or None
         if self.started:
             raise RuntimeError("a streamed request body can be sent only once")
-        self.started = True
         return self._chain()
 
     async def _chain(self) -> AsyncIterator[bytes]:
+        # Marked only once the upstream call really pulls from the stream: a
+        # call that failed to connect leaves the body whole for the next site.
+        self.started = True
         for chunk in self._prefix:
             yield chunk
         self._prefix = []

@@ -18,7 +18,11 @@ from tests.standin import make_items
 
 @pytest.fixture(scope="module")
 def fed() -> Iterator[Federation]:
-    with federation(overrides={"limits": {"max_fanout": 8, "max_merge_bytes": 200_000}}) as f:
+    with federation(
+        overrides={
+            "limits": {"max_fanout": 8, "max_merge_bytes": 200_000, "max_replay_bytes": 100_000}
+        }
+    ) as f:
         yield f
 
 
@@ -495,3 +499,51 @@ def test_health_metrics_and_unknown_paths(net: Federation, client: httpx.Client)
     missing = client.get(f"{base}/nothing/here")
     assert missing.status_code == 404
     assert "/compute" in json.loads(missing.text)["error"]["message"]
+
+
+def test_neutron_lists_merge_with_their_links(net: Federation, client: httpx.Client) -> None:
+    expected: set[str] = set()
+    for name, n in (("Berlin", 3), ("Denver", 4)):
+        items = make_items(f"{name}-net", n, seed=name)
+        net.sites[name].networks.extend(items)
+        expected.update(i["id"] for i in items)
+    seen, pages = walk(
+        client, net, "network", "/v2.0/networks?limit=2", "<neutron: Berlin&Denver>", "networks"
+    )
+    assert sorted(seen) == sorted(expected)
+    assert pages >= 4
+
+
+def test_a_large_body_cannot_fan_out(net: Federation, client: httpx.Client) -> None:
+    resp = client.post(
+        net.url("Berlin", "compute", "/echo/big"),
+        headers={"X-Scope": "<nova: Denver&Paris>"},
+        content=b"x" * 150_000,
+    )
+    assert resp.status_code == 413
+    assert "at most 100000 bytes" in resp.json()["error"]["message"]
+    assert net.sites["Denver"].received == [] and net.sites["Paris"].received == []
+
+
+def test_a_large_body_streams_to_one_site_and_fails_over_before_it_starts(
+    net: Federation, client: httpx.Client
+) -> None:
+    body = b"y" * 150_000
+    resp = client.post(
+        net.url("Berlin", "compute", "/echo/big"),
+        headers={"X-Scope": f"<nova: {DOWN}|Paris>"},
+        content=body,
+    )
+    assert resp.status_code == 200
+    assert sites_header(resp) == {DOWN: "refused", "Paris": "200"}
+    (seen,) = net.sites["Paris"].received
+    assert seen.body_length == len(body)
+
+
+def test_a_foreign_marker_is_a_400(net: Federation, client: httpx.Client) -> None:
+    resp = client.get(
+        net.url("Berlin", "compute", "/v2.1/servers?marker=sc1.bm90LWpzb24"),
+        headers={"X-Scope": "<nova: Berlin&Denver>"},
+    )
+    assert resp.status_code == 400
+    assert "marker" in resp.json()["error"]["message"]
