@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 from scoped_grammar.errors import nearest
 from scoped_grammar.services import known_service_names, official_service_type
 
+from .circuit import CircuitSettings
 from .errors import ConfigError
 
 DEFAULT_CONNECT_TIMEOUT = 3.0
@@ -48,6 +49,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Retries:
+    """Retries of idempotent requests after connect-level failures (tenacity)."""
+
+    attempts: int = 2
+    """Tries in all, the first included (1: no retry)."""
+    backoff: float = 0.05
+    """Base of the jittered exponential wait between tries, in seconds."""
+
+
+@dataclass(frozen=True)
 class SiteAuth:
     """Credentials at one site: catalog discovery and its service token."""
 
@@ -74,6 +85,10 @@ class Config:
     sites: Mapping[str, SiteConfig]
     backends: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    retries: Retries = field(default_factory=Retries)
+    catalog_refresh: float = 300.0
+    """Seconds between refreshes of the catalogs of sites given with ``auth:``."""
     source: str = "<config>"
 
     @property
@@ -85,7 +100,7 @@ class Config:
         return self.sites[self.site]
 
 
-_TOP_KEYS = ("site", "sites", "backends", "timeouts", "limits")
+_TOP_KEYS = ("site", "sites", "backends", "timeouts", "limits", "circuit", "retries", "catalog")
 _SITE_KEYS = ("endpoints", "auth", "timeouts")
 _AUTH_KEYS = (
     "auth_url",
@@ -141,7 +156,14 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise at.error("site", f"one of the names under 'sites'{also}, got {site!r}")
     backends = _urls(at, top.get("backends"), "backends")
     limits = _limits(at, top.get("limits"))
-    return Config(site, sites, backends, limits, source)
+    circuit = _numbers(at, top.get("circuit"), "circuit", CircuitSettings)
+    retries = _numbers(at, top.get("retries"), "retries", Retries)
+    catalog = at.mapping(top.get("catalog") or {}, "catalog", "a mapping with 'refresh'")
+    at.only(catalog, "catalog", ("refresh",))
+    refresh = at.number(catalog.get("refresh", 300.0), "catalog.refresh", 1.0)
+    if retries.attempts < 1:
+        raise at.error("retries.attempts", "at least 1 (1: no retry)", retries.attempts)
+    return Config(site, sites, backends, limits, circuit, retries, refresh, source)
 
 
 class _Where:
@@ -238,6 +260,23 @@ def _timeouts(at: _Where, value: Any, key: str, default: Timeouts) -> Timeouts:
     if "total" in data:
         total = at.number(data["total"], f"{key}.total", 0.001)
     return Timeouts(connect, total)
+
+
+_T = TypeVar("_T", CircuitSettings, Retries)
+
+
+def _numbers(at: _Where, value: Any, key: str, kind: type[_T]) -> _T:
+    """A small dataclass of numbers (ints stay ints) from a mapping."""
+    if value is None:
+        return kind()
+    data = at.mapping(value, key, "a mapping of numbers")
+    fields = kind.__dataclass_fields__
+    at.only(data, key, tuple(fields))
+    values: dict[str, Any] = {}
+    for name, raw in data.items():
+        number = at.number(raw, f"{key}.{name}", 0.0)
+        values[name] = int(number) if fields[name].type == "int" else number
+    return kind(**values)
 
 
 def _limits(at: _Where, value: Any) -> Limits:

@@ -10,15 +10,26 @@ optional. Every call made is reported, in plan order, for ``X-Scope-Sites``.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .config import Limits
-from .forward import upstream_headers, upstream_url
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from .circuit import Circuits, counts_as_failure
+from .config import Limits, Retries
+from .forward import rewrite_links, rewrite_location, upstream_headers, upstream_url
 from .http import BodyTooLarge, Request, error_body, header
+from .identity import Identities, IdentityError
 from .merge import Collection, combine, created_ids, decode_collection
 from .metrics import Metrics
 from .paging import Listing, site_query
@@ -74,6 +85,17 @@ class Answer:
 
 _JSON_TYPES = ("application/json", "application/problem+json")
 
+INLINE_BODY = 64 * 1024
+"""Upstream bodies up to this size (by Content-Length) are read and sent in
+one piece: fewer writes and awaits than streaming them."""
+
+_RETRYABLE = frozenset({"refused", "timeout"})
+
+
+def _retryable(req: Request, err: Failure) -> bool:
+    """Connect-level failures of idempotent requests: the site surely did nothing."""
+    return req.idempotent and not err.sent and err.kind in _RETRYABLE
+
 
 def _is_json(headers: Sequence[tuple[str, str]]) -> bool:
     ctype = header(headers, "content-type")
@@ -87,12 +109,22 @@ class Executor:
     """Runs plans against the sites of a registry through an upstream client."""
 
     def __init__(
-        self, registry: Registry, upstream: Upstream, limits: Limits, metrics: Metrics
+        self,
+        registry: Registry,
+        upstream: Upstream,
+        limits: Limits,
+        metrics: Metrics,
+        circuits: Circuits,
+        retries: Retries,
+        identities: Identities | None = None,
     ) -> None:
         self.registry = registry
         self.upstream = upstream
         self.limits = limits
         self.metrics = metrics
+        self.circuits = circuits
+        self.retries = retries
+        self.identities = identities
 
     def _observe(self, req: Request, report: SiteReport) -> SiteReport:
         self.metrics.upstream.labels(report.site, req.service, report.outcome).inc()
@@ -100,8 +132,33 @@ class Executor:
         return report
 
     async def run(self, node: Node, req: Request, listing: Listing | None) -> Answer:
-        """Run ``node`` for ``req``; the answer's body is left unread when possible."""
-        return await self._node(node, req, listing, merging=False)
+        """Run ``node`` for ``req``; a large body is left unread, to be streamed."""
+        answer = await self._node(node, req, listing, merging=False)
+        if answer.reply is not None and req.method != "HEAD":
+            await self._inline_small_body(answer, req)
+        return answer
+
+    async def _inline_small_body(self, answer: Answer, req: Request) -> None:
+        """Read a small body (by Content-Length) now: one write to the client
+        instead of a stream, and its links can be rewritten."""
+        reply = answer.reply
+        assert reply is not None
+        length = header(reply.headers, "content-length")
+        if length is None or not length.isdigit() or int(length) > INLINE_BODY:
+            return
+        try:
+            body = await reply.read(INLINE_BODY)
+        except Failure as err:
+            answer.verdict, answer.status = Verdict.FAILED, 502
+            answer.headers = [("content-type", "application/json")]
+            answer.body = error_body(502, f"site {answer.site!r} broke off its answer: {err}")
+            answer.reply = None
+            return
+        answer.reply = None
+        if answer.site is not None and _is_json(reply.headers):
+            base = self.registry.endpoint(answer.site, req.service) or ""
+            body = rewrite_links(body, base, req.entry_url)
+        answer.body = body
 
     async def _node(
         self, node: Node, req: Request, listing: Listing | None, merging: bool
@@ -121,37 +178,46 @@ class Executor:
         url = upstream_url(req, self.registry, site, query)
         if url is None:
             detail = f"site {site!r} has no endpoint for service {req.service!r}"
-            report = SiteReport(site, "error", 0.0, detail)
-            return Answer(Verdict.FAILED, 502, reports=[report], site=site, safe=True)
+            return self._failed_call(req, site, "error", 0.0, detail, safe=True)
+        if not self.circuits.allow(site):
+            detail = "skipped: its circuit is open (it failed recently)"
+            return self._failed_call(req, site, "skipped", 0.0, detail, safe=True)
         headers = upstream_headers(req, self.registry, site, merging)
-        timeouts = self.registry.timeouts(site)
         start = time.perf_counter()
         try:
-            reply = await self.upstream.send(req.method, url, headers, req.body.payload(), timeouts)
+            if self._validates_elsewhere(req, site):
+                reply = await self._validate_with_service_token(req, url, headers, site)
+            else:
+                reply = await self._send(req, url, headers, site)
         except Failure as err:
             ms = (time.perf_counter() - start) * 1000
-            report = self._observe(req, SiteReport(site, err.kind, ms, err.detail))
-            return Answer(Verdict.FAILED, 502, reports=[report], site=site, safe=not err.sent)
+            self.circuits.record(site, not counts_as_failure(err.kind))
+            return self._failed_call(req, site, err.kind, ms, err.detail, safe=not err.sent)
         status = reply.status
-        answer = Answer(_verdict(status), status, reply.headers, site=site, reply=reply)
+        self.circuits.record(site, not counts_as_failure(str(status)))
+        base = self.registry.endpoint(site, req.service) or ""
+        answer = Answer(
+            _verdict(status),
+            status,
+            rewrite_location(reply.headers, base, req.entry_url),
+            site=site,
+            reply=reply,
+        )
         answer.safe = status in (404, 503)
         if req.method == "HEAD":
             pass  # no body to read, merge or report
         elif merging and answer.verdict is Verdict.OK and _is_json(reply.headers):
             try:
-                answer.body = await reply.read(self.limits.max_merge_bytes)
-                answer.reply = None
+                body = await reply.read(self.limits.max_merge_bytes)
             except BodyTooLarge as err:
                 ms = (time.perf_counter() - start) * 1000
                 detail = f"its answer is larger than the merge limit ({err.limit} bytes)"
-                answer = Answer(Verdict.FAILED, 502, site=site)
-                answer.reports = [self._observe(req, SiteReport(site, "error", ms, detail))]
-                return answer
+                return self._failed_call(req, site, "error", ms, detail)
             except Failure as err:
                 ms = (time.perf_counter() - start) * 1000
-                answer = Answer(Verdict.FAILED, 502, site=site)
-                answer.reports = [self._observe(req, SiteReport(site, err.kind, ms, err.detail))]
-                return answer
+                return self._failed_call(req, site, err.kind, ms, err.detail)
+            answer.body = rewrite_links(body, base, req.entry_url)
+            answer.reply = None
         elif merging and answer.verdict is not Verdict.OK:
             # Keep error bodies small and readable for the per-site report.
             try:
@@ -162,6 +228,73 @@ class Executor:
         ms = (time.perf_counter() - start) * 1000
         answer.reports = [self._observe(req, SiteReport(site, str(status), ms))]
         return answer
+
+    def _failed_call(
+        self, req: Request, site: str, kind: str, ms: float, detail: str, safe: bool = False
+    ) -> Answer:
+        report = self._observe(req, SiteReport(site, kind, ms, detail))
+        return Answer(Verdict.FAILED, 502, reports=[report], site=site, safe=safe)
+
+    async def _send(
+        self, req: Request, url: str, headers: list[tuple[str, str]], site: str
+    ) -> Reply:
+        """One upstream call; an idempotent request is retried after a failure
+        to connect (bounded tries, jittered backoff, within the total timeout)."""
+        timeouts = self.registry.timeouts(site)
+        try:
+            # The first try outside tenacity: the common case pays nothing for it.
+            return await self.upstream.send(req.method, url, headers, req.body.payload(), timeouts)
+        except Failure as err:
+            if self.retries.attempts < 2 or not _retryable(req, err):
+                raise
+        backoff = self.retries.backoff
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries.attempts - 1) | stop_after_delay(timeouts.total),
+            wait=wait_random_exponential(multiplier=backoff, max=backoff * 8),
+            retry=retry_if_exception(lambda e: isinstance(e, Failure) and _retryable(req, e)),
+            reraise=True,
+        )
+        await asyncio.sleep(random.uniform(0, backoff))
+        async for attempt in retrying:
+            with attempt:
+                if not self.circuits.allow(site):
+                    raise Failure("skipped", False, "its circuit opened while retrying")
+                return await self.upstream.send(
+                    req.method, url, headers, req.body.payload(), timeouts
+                )
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _validates_elsewhere(self, req: Request, site: str) -> bool:
+        """A token validation sent to another site's Keystone (DESIGN.md §4)."""
+        return (
+            req.service == "identity"
+            and site != self.registry.local
+            and req.method in ("GET", "HEAD")
+            and req.path.rstrip("/").endswith("/auth/tokens")
+            and self.identities is not None
+            and self.identities.has(site)
+        )
+
+    async def _validate_with_service_token(
+        self, req: Request, url: str, headers: list[tuple[str, str]], site: str
+    ) -> Reply:
+        """Validate at ``site`` with this gateway's service token there: the
+        validating service's own token comes from its local Keystone, which
+        ``site`` does not know. Renewed once on a 401."""
+        assert self.identities is not None
+        for attempt in (1, 2):
+            try:
+                token = await self.identities.service_token(site)
+            except IdentityError as err:
+                raise Failure("error", False, str(err)) from None
+            swapped = [(k, v) for k, v in headers if k != "x-auth-token"]
+            swapped.append(("x-auth-token", token))
+            reply = await self._send(req, url, swapped, site)
+            if reply.status != 401 or attempt == 2:
+                return reply
+            reply.release()
+            self.identities.invalidate(site)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _first(
         self, node: First, req: Request, listing: Listing | None, merging: bool

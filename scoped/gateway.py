@@ -6,23 +6,32 @@ Framework-free: the ASGI app and the WSGI filter hand in a
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+import time
 import uuid
 from functools import lru_cache
 
+import orjson
 from scoped_grammar import STAR, Scope, ScopeError, Site, canonical, parse
 
 from .carry import HOP_HEADER, parse_hop, scope_of_token
+from .circuit import Circuits, State
 from .config import Config
 from .errors import GatewayError
 from .execute import Answer, Executor
-from .http import Request, Response, error_response, header
+from .http import Request, Response, error_response
+from .identity import Identities, IdentityError
 from .metrics import Metrics
 from .paging import listing_of
-from .plan import All, Call, First, Node, plan_scope
+from .plan import All, Call, First, Node, node_json, plan_scope
 from .respond import respond, scope_headers
 from .sites import Registry
 from .upstream import AiohttpUpstream, Failure, Upstream
+
+log = logging.getLogger("scoped.gateway")
+request_log = logging.getLogger("scoped.request")
 
 REQUEST_ID = "x-openstack-request-id"
 EMPTY = Scope()
@@ -36,16 +45,79 @@ class Gateway:
         self.registry = Registry(config)
         self.upstream: Upstream = upstream or AiohttpUpstream(config.limits.max_concurrency)
         self.metrics = Metrics()
-        self.executor = Executor(self.registry, self.upstream, config.limits, self.metrics)
+        self.circuits = Circuits(config.site_names, config.circuit, self._circuit_changed)
+        for name in config.site_names:
+            self.metrics.circuit_state.labels(name).set(0)
+        self.identities = Identities(
+            config, lambda site: self.metrics.token_renewals.labels(site).inc()
+        )
+        self.executor = Executor(
+            self.registry,
+            self.upstream,
+            config.limits,
+            self.metrics,
+            self.circuits,
+            config.retries,
+            self.identities,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _circuit_changed(self, site: str, state: State) -> None:
+        self.metrics.circuit_state.labels(site).set(state.value)
+        log.warning("circuit of site %s is now %s", site, state.name.lower())
+
+    async def start(self) -> None:
+        """Background work: catalog discovery and health probes. Idempotent."""
+        if self._tasks:
+            return
+        for site in self.identities.sites():
+            self._tasks.append(asyncio.create_task(self._catalog_loop(site)))
+        self._tasks.append(asyncio.create_task(self._probe_loop()))
+
+    async def _catalog_loop(self, site: str) -> None:
+        """Read a site's catalog now and then; a Keystone that is down at start
+        does not stop the gateway: it is tried again, sooner than the period."""
+        while True:
+            try:
+                endpoints = await self.identities.catalog(site)
+            except IdentityError as err:
+                self.metrics.catalog_refreshes.labels(site, "error").inc()
+                log.warning("catalog of %s: %s; trying again shortly", site, err)
+                await asyncio.sleep(min(10.0, self.config.catalog_refresh))
+                continue
+            self.registry.learn(site, endpoints)
+            self.metrics.catalog_refreshes.labels(site, "ok").inc()
+            await asyncio.sleep(self.config.catalog_refresh)
+
+    async def _probe_loop(self) -> None:
+        """Probe the sites whose circuit is open; any HTTP answer closes it."""
+        while True:
+            await asyncio.sleep(self.config.circuit.probe_interval)
+            for site in self.circuits.open_sites():
+                await self._probe(site)
+
+    async def _probe(self, site: str) -> None:
+        url = self.registry.probe_url(site)
+        if url is None:
+            return
+        try:
+            reply = await self.upstream.send("GET", url, (), None, self.registry.timeouts(site))
+        except Failure:
+            return
+        reply.release()
+        self.circuits.record(site, True)
 
     async def handle(self, req: Request) -> Response:
         """Serve one request; every response carries ``X-Scope``."""
         applied = f"<*: {self.registry.local}>"
+        started = time.perf_counter()
+        answer: Answer | None = None
+        node: Node | None = None
         try:
             req = _with_request_id(req)
             hop = req.header(HOP_HEADER)
             if hop is not None:
-                node: Node = self._hop_node(hop)
+                node = self._hop_node(hop)
                 applied = req.header("x-scope") or applied
             else:
                 scope, text = self._scope(req)
@@ -57,13 +129,13 @@ class Gateway:
                     listing = listing_of(req.service, req.query)
             self.metrics.fanout.observe(_width(node))
             answer = await self.executor.run(node, req, listing)
-            if answer.reply is not None and req.method != "HEAD":
-                await _inline_small_body(answer)
             resp = respond(answer, applied, req, listing)
         except GatewayError as err:
             resp = error_response(err.status, err.message)
             resp.headers.extend(scope_headers(applied, ()))
         self.metrics.requests.labels(req.service, req.method, f"{resp.status // 100}xx").inc()
+        if request_log.isEnabledFor(logging.INFO):
+            _log_request(req, resp, applied, node, answer, started)
         return resp
 
     def _hop_node(self, hop: str) -> Node:
@@ -122,9 +194,39 @@ class Gateway:
         assert isinstance(node, First)
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
         close = getattr(self.upstream, "close", None)
         if close is not None:
             await close()
+
+
+def _log_request(
+    req: Request,
+    resp: Response,
+    applied: str,
+    node: Node | None,
+    answer: Answer | None,
+    started: float,
+) -> None:
+    """One structured line per request. Headers are never logged: no token
+    can leak through here (DESIGN.md §6)."""
+    line = {
+        "request_id": req.header(REQUEST_ID),
+        "method": req.method,
+        "service": req.service,
+        "path": req.path,
+        "scope": applied,
+        "plan": node_json(node) if node is not None else None,
+        "sites": [
+            {"site": r.site, "outcome": r.outcome, "ms": round(r.ms, 1)}
+            for r in (answer.reports if answer is not None else ())
+        ],
+        "status": resp.status,
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    request_log.info("%s", orjson.dumps(line).decode())
 
 
 def _token_scope(req: Request) -> str | None:
@@ -156,24 +258,6 @@ def _applied(scope: Scope, home: str) -> str:
     if scope.default is not None:
         return canonical(scope)
     return canonical(Scope((*scope.entries, (STAR, Site(home)))))
-
-
-INLINE_BODY = 64 * 1024
-"""Upstream bodies up to this size (by Content-Length) are read and sent in
-one piece: fewer writes and awaits than streaming them."""
-
-
-async def _inline_small_body(answer: Answer) -> None:
-    reply = answer.reply
-    assert reply is not None
-    length = header(reply.headers, "content-length")
-    if length is None or not length.isdigit() or int(length) > INLINE_BODY:
-        return
-    try:
-        answer.body = await reply.read(INLINE_BODY)
-    except Failure as err:
-        raise GatewayError(502, f"site {answer.site!r} broke off its answer: {err}") from None
-    answer.reply = None
 
 
 def _width(node: Node) -> int:

@@ -6,7 +6,7 @@ the WSGI filter in several pipelines) without clashing series.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -51,6 +51,25 @@ class Metrics:
             "scoped_failovers",
             "Failovers (|) from a site that failed to the next one tried.",
             ["from_site", "to_site"],
+            registry=self.registry,
+        )
+
+        self.circuit_state = Gauge(
+            "scoped_circuit_state",
+            "Circuit of each site: 0 closed, 1 open (skipped), 2 half-open (on trial).",
+            ["site"],
+            registry=self.registry,
+        )
+        self.token_renewals = Counter(
+            "scoped_token_renewals",
+            "Service tokens renewed at each site.",
+            ["site"],
+            registry=self.registry,
+        )
+        self.catalog_refreshes = Counter(
+            "scoped_catalog_refreshes",
+            "Catalog reads from each site's Keystone, by outcome (ok, error).",
+            ["site", "outcome"],
             registry=self.registry,
         )
 

@@ -51,6 +51,14 @@ class Registry:
                 known[service] = url.rstrip("/")
         self._routes = self._build_routes()
 
+    def probe_url(self, site: str) -> str | None:
+        """A URL of ``site`` to probe for health: any HTTP answer means it is up."""
+        if site == self.local:
+            urls = list(self.backends.values())
+        else:
+            urls = list(self._endpoints.get(site, {}).values())
+        return urls[0] if urls else None
+
     def route(self, path: str) -> tuple[str, str, str] | None:
         """``(service, prefix, rest)`` for a request path at this gateway, or None.
 

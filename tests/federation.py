@@ -43,6 +43,8 @@ class Federation:
         return f"{self.gateways[via]}/{service}{path}"
 
     def reset(self) -> None:
+        for app in self.apps.values():
+            app.gateway.circuits.reset()
         for data in self.sites.values():
             data.received.clear()
             data.uploads.clear()
