@@ -134,6 +134,9 @@ class Executor:
     async def run(self, node: Node, req: Request, listing: Listing | None) -> Answer:
         """Run ``node`` for ``req``; a large body is left unread, to be streamed."""
         answer = await self._node(node, req, listing, merging=False)
+        if answer.verdict is Verdict.FAILED and answer.reply is None and answer.body is None:
+            # A lone call that got no answer: say so in OpenStack's error shape.
+            return _failed([answer], answer.reports, f"site {answer.site!r} failed", "")
         if answer.reply is not None and req.method != "HEAD":
             await self._inline_small_body(answer, req)
         return answer

@@ -38,6 +38,26 @@ class Federation:
     """Site name -> its gateway's base URL."""
     apps: dict[str, GatewayApp] = field(default_factory=dict)
     site_urls: dict[str, str] = field(default_factory=dict)
+    worker: LoopThread | None = None
+    servers: dict[str, uvicorn.Server] = field(default_factory=dict)
+
+    def stop_gateway(self, name: str) -> None:
+        """Take a site's gateway off the network (a partition, as seen from others)."""
+        assert self.worker is not None
+        server = self.servers.pop(name)
+        server.should_exit = True
+        self.worker.call(_stopped(server))
+
+    def start_gateway(self, name: str) -> None:
+        """Bring it back on the same address."""
+        assert self.worker is not None
+        port = int(self.gateways[name].rsplit(":", 1)[1])
+        self.servers[name] = self.worker.call(_serve(self.apps[name], port))
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the federation's loop (where the gateways live)."""
+        assert self.worker is not None
+        return self.worker.call(coro)
 
     def url(self, via: str, service: str, path: str) -> str:
         return f"{self.gateways[via]}/{service}{path}"
@@ -80,7 +100,7 @@ def gateway_config(
     return config
 
 
-_TASKS: set[asyncio.Task[None]] = set()
+_TASKS: dict[int, asyncio.Task[None]] = {}
 
 
 async def _serve(app: GatewayApp, port: int) -> uvicorn.Server:
@@ -89,13 +109,17 @@ async def _serve(app: GatewayApp, port: int) -> uvicorn.Server:
     )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
+    _TASKS[id(server)] = task
     for _ in range(500):
         if server.started:
             return server
         await asyncio.sleep(0.01)
     raise RuntimeError(f"the gateway on port {port} did not start")
+
+
+async def _stopped(server: uvicorn.Server) -> None:
+    task = _TASKS.pop(id(server))
+    await asyncio.wait_for(task, 30)
 
 
 @contextlib.contextmanager
@@ -110,18 +134,17 @@ def federation(
     with LoopThread() as worker:
         sites_cm = serve_sites(list(data.values()))
         site_urls = worker.call(sites_cm.__aenter__())
-        servers: list[uvicorn.Server] = []
-        fed = Federation(data, gateways, site_urls=site_urls)
+        fed = Federation(data, gateways, site_urls=site_urls, worker=worker)
         try:
             for n in names:
                 cfg = gateway_config(n, names, gateways, site_urls[n], down_port, overrides)
                 app = create_app(parse_config(cfg, f"<{n}>"))
                 fed.apps[n] = app
                 port = int(gateways[n].rsplit(":", 1)[1])
-                servers.append(worker.call(_serve(app, port)))
+                fed.servers[n] = worker.call(_serve(app, port))
             yield fed
         finally:
-            for server in servers:
+            for server in fed.servers.values():
                 server.should_exit = True
             worker.call(asyncio.sleep(0.3))
             worker.call(sites_cm.__aexit__(None, None, None))
