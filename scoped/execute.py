@@ -89,11 +89,14 @@ INLINE_BODY = 64 * 1024
 """Upstream bodies up to this size (by Content-Length) are read and sent in
 one piece: fewer writes and awaits than streaming them."""
 
-_RETRYABLE = frozenset({"refused", "timeout"})
+_RETRYABLE = frozenset({"refused"})
 
 
 def _retryable(req: Request, err: Failure) -> bool:
-    """Connect-level failures of idempotent requests: the site surely did nothing."""
+    """A refused connection of an idempotent request: the site surely did
+    nothing, and a restarting service may accept the next one. A connect
+    timeout is not retried: on a cut WAN link that would only double the
+    wait before a ``|`` fails over."""
     return req.idempotent and not err.sent and err.kind in _RETRYABLE
 
 
