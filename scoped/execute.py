@@ -130,8 +130,9 @@ class Executor:
         self.identities = identities
 
     def _observe(self, req: Request, report: SiteReport) -> SiteReport:
-        self.metrics.upstream.labels(report.site, req.service, report.outcome).inc()
-        self.metrics.upstream_seconds.labels(report.site).observe(report.ms / 1000)
+        m = self.metrics
+        m.child(m.upstream, report.site, req.service, report.outcome).inc()
+        m.child(m.upstream_seconds, report.site).observe(report.ms / 1000)
         return report
 
     async def run(self, node: Node, req: Request, listing: Listing | None) -> Answer:

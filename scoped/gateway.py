@@ -34,6 +34,7 @@ log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
 
 REQUEST_ID = "x-openstack-request-id"
+_STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
 EMPTY = Scope()
 
 
@@ -117,23 +118,24 @@ class Gateway:
             req = _with_request_id(req)
             hop = req.header(HOP_HEADER)
             if hop is not None:
-                node = self._hop_node(hop)
+                node, width = self._hop_node(hop), 1
                 applied = req.header("x-scope") or applied
             else:
                 scope, text = self._scope(req)
-                node, applied = self._plan(scope, text, req.service)
+                node, applied, width = self._plan(scope, text, req.service)
             listing = None
             if not isinstance(node, Call):
                 await self._prepare_body(req, node)
                 if req.method == "GET":
                     listing = listing_of(req.service, req.query)
-            self.metrics.fanout.observe(_width(node))
+            self.metrics.fanout.observe(width)
             answer = await self.executor.run(node, req, listing)
             resp = respond(answer, applied, req, listing)
         except GatewayError as err:
             resp = error_response(err.status, err.message)
             resp.headers.extend(scope_headers(applied, ()))
-        self.metrics.requests.labels(req.service, req.method, f"{resp.status // 100}xx").inc()
+        m = self.metrics
+        m.child(m.requests, req.service, req.method, _STATUS_CLASS[resp.status // 100]).inc()
         if request_log.isEnabledFor(logging.INFO):
             _log_request(req, resp, applied, node, answer, started)
         return resp
@@ -162,7 +164,7 @@ class Gateway:
         except ScopeError as err:
             raise GatewayError(400, str(err)) from None
 
-    def _plan(self, scope: Scope, text: str | None, service: str) -> tuple[Node, str]:
+    def _plan(self, scope: Scope, text: str | None, service: str) -> tuple[Node, str, int]:
         try:
             plan = plan_scope(scope, self.registry.names, self.registry.local, text)
         except ScopeError as err:
@@ -176,7 +178,7 @@ class Gateway:
                 f"the scope sends this request to {width} sites; this gateway allows "
                 f"at most {self.config.limits.max_fanout}",
             )
-        return node, _applied(scope, self.registry.local)
+        return node, _applied(scope, self.registry.local), width
 
     async def _prepare_body(self, req: Request, node: Node) -> None:
         """Hold a small body in memory so it can go to several sites."""
@@ -260,6 +262,7 @@ def _applied(scope: Scope, home: str) -> str:
     return canonical(Scope((*scope.entries, (STAR, Site(home)))))
 
 
+@lru_cache(maxsize=4096)
 def _width(node: Node) -> int:
     if isinstance(node, Call):
         return 1

@@ -30,6 +30,18 @@ class Registry:
         }
         self._routes = self._build_routes()
 
+    @property
+    def _routes(self) -> list[tuple[str, str]]:
+        return self.__routes
+
+    @_routes.setter
+    def _routes(self, routes: list[tuple[str, str]]) -> None:
+        self.__routes = routes
+        # Longest prefix wins, so a one-segment head is only taken as a
+        # shortcut when no longer prefix starts with it.
+        longer = {p.split("/")[1] for p, _ in routes if p.count("/") > 1}
+        self._heads = {p: s for p, s in routes if p.count("/") == 1 and p[1:] not in longer}
+
     def site(self, name: str) -> SiteConfig:
         return self.config.sites[name]
 
@@ -64,6 +76,12 @@ class Registry:
 
         ``/compute/v2.1/servers`` -> ``("compute", "/compute", "/v2.1/servers")``.
         """
+        # Fast path: a one-segment prefix (/compute) is a dictionary lookup.
+        cut = path.find("/", 1)
+        head = path if cut < 0 else path[:cut]
+        service = self._heads.get(head)
+        if service is not None:
+            return service, head, path[len(head) :] or "/"
         for prefix, service in self._routes:
             if path == prefix or path.startswith(prefix + "/"):
                 return service, prefix, path[len(prefix) :] or "/"

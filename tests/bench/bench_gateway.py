@@ -65,13 +65,22 @@ class Processes:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
 
     def start(self, *argv: str, cpu: str = SERVER_CPU) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            ["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # stderr to a file, never a pipe nobody reads: a chatty server would
+        # block on a full pipe and the benchmark would measure that.
+        log = Path(tempfile.mkstemp(prefix="scoped-bench-", suffix=".log")[1])
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                ["taskset", "-c", cpu, *argv], stdout=subprocess.DEVNULL, stderr=err
+            )
         self.procs.append(proc)
+        self.logs[proc.pid] = log
         return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.logs[proc.pid].read_text(errors="replace")[-2000:]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -83,6 +92,8 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        for log in self.logs.values():
+            log.unlink(missing_ok=True)
 
 
 def wait_http(url: str, procs: Processes, timeout: float = 20.0) -> None:
@@ -90,8 +101,7 @@ def wait_http(url: str, procs: Processes, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         for proc in procs.procs:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise SystemExit(f"{' '.join(map(str, proc.args))} exited: {err[-2000:]}")
+                raise SystemExit(f"{' '.join(map(str, proc.args))} exited: {procs.log_of(proc)}")
         try:
             httpx.get(url, timeout=1.0)
             return
