@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--server",
         default="uvicorn",
-        choices=("uvicorn", "granian"),
+        choices=("uvicorn", "granian", "aiohttp"),
         help="ASGI server (default: uvicorn with uvloop and httptools; see the README)",
     )
     gw.set_defaults(func=_gateway)
@@ -122,6 +122,14 @@ def _gateway(args: argparse.Namespace) -> int:
             websockets=False,
             log_level=args.log_level,
         ).serve()
+        return EXIT_OK
+    if args.server == "aiohttp":
+        import uvloop  # noqa: PLC0415
+        from aiohttp import web  # noqa: PLC0415
+        from scoped_middleware.aio import create_aiohttp_app  # noqa: PLC0415
+
+        uvloop.install()
+        web.run_app(create_aiohttp_app(config), host=host, port=port, print=None, access_log=None)
         return EXIT_OK
     import uvicorn  # noqa: PLC0415
 

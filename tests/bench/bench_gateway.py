@@ -134,7 +134,7 @@ def wrk(url: str, conns: int, seconds: int, headers: list[str]) -> tuple[float, 
 
 
 def forwarding(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
-    ngx_port, ha_port, naive_port, gw_port, gr_port = (free_port() for _ in range(5))
+    ngx_port, ha_port, naive_port, gw_port, gr_port, aio_port = (free_port() for _ in range(6))
     (tmp / "nginx.conf").write_text(
         f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 4096; }}
@@ -179,6 +179,10 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
         SCOPED, "gateway", "--server", "granian", "--config", str(tmp / "gw.yaml"),
         "--listen", f"127.0.0.1:{gr_port}",
     )  # fmt: skip
+    procs.start(
+        SCOPED, "gateway", "--server", "aiohttp", "--config", str(tmp / "gw.yaml"),
+        "--listen", f"127.0.0.1:{aio_port}",
+    )  # fmt: skip
     path = "/v2.1/servers"
     targets = {
         "direct nginx": (f"http://127.0.0.1:{ngx_port}{path}", []),
@@ -186,6 +190,10 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
         "naive aiohttp proxy": (f"http://127.0.0.1:{naive_port}{path}", []),
         "scoped gateway": (
             f"http://127.0.0.1:{gw_port}/compute{path}",
+            ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
+        ),
+        "scoped (aiohttp server)": (
+            f"http://127.0.0.1:{aio_port}/compute{path}",
             ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
         ),
         "scoped (granian)": (

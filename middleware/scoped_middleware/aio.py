@@ -1,0 +1,108 @@
+"""The gateway served by aiohttp's own HTTP server: the fastest front end
+measured here (tests/bench/bench_gateway.py), for ``scoped gateway --server
+aiohttp``. A thin adapter like the ASGI one; no policy here.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from scoped.config import Config
+from scoped.gateway import Gateway
+from scoped.http import Body, Request, Response, error_response
+from scoped.metrics import CONTENT_TYPE as METRICS_TYPE
+
+from .asgi import SMALL_BODY
+
+_SKIP = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def create_aiohttp_app(config: Config) -> web.Application:
+    gateway = Gateway(config)
+    registry = gateway.registry
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        raw = request.raw_path
+        path, _, query = raw.partition("?")
+        route = registry.route(path)
+        if route is None:
+            return _own(gateway, path, request.method)
+        service, prefix, rest = route
+        headers = tuple(
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers
+        )
+        body = await _body(request)
+        req = Request(
+            method=request.method,
+            service=service,
+            path=rest,
+            query=query,
+            headers=headers,
+            entry_url=f"{request.scheme}://{request.host}{prefix}",
+            body=body,
+        )
+        return await _send(request, await gateway.handle(req))
+
+    async def startup(app: web.Application) -> None:
+        await gateway.start()
+
+    async def cleanup(app: web.Application) -> None:
+        await gateway.close()
+
+    app = web.Application(client_max_size=0)
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def _body(request: web.Request) -> Body:
+    if not request.body_exists:
+        return Body(b"")
+    length = request.content_length
+    if length is not None and length <= SMALL_BODY:
+        return Body(await request.read())
+    return Body(None, request.content.iter_chunked(64 * 1024), length)
+
+
+def _own(gateway: Gateway, path: str, method: str) -> web.Response:
+    registry = gateway.registry
+    if path == "/healthz" and method in ("GET", "HEAD"):
+        return web.json_response({"status": "ok", "site": registry.local})
+    if path == "/metrics" and method == "GET":
+        return web.Response(body=gateway.metrics.render(), headers={"Content-Type": METRICS_TYPE})
+    prefixes = ", ".join(sorted(registry.prefixes().values()))
+    resp = error_response(
+        404, f"no service at {path!r}; this gateway serves {prefixes}, /healthz, /metrics"
+    )
+    assert isinstance(resp.body, bytes)
+    return web.Response(status=404, body=resp.body, content_type="application/json")
+
+
+async def _send(request: web.Request, resp: Response) -> web.StreamResponse:
+    out = web.StreamResponse(status=resp.status)
+    length: str | None = None
+    for k, v in resp.headers:
+        if k == "content-length":
+            length = v
+        elif k not in _SKIP:
+            out.headers.add(k, v)
+    body = resp.body
+    if isinstance(body, bytes):
+        out.content_length = len(body)
+        await out.prepare(request)
+        await out.write_eof(body)
+        return out
+    if length is not None:
+        out.content_length = int(length)
+    try:
+        await out.prepare(request)
+        async for chunk in body:
+            await out.write(chunk)
+        await out.write_eof()
+    finally:
+        if resp.close is not None:
+            result = resp.close()
+            if result is not None:
+                await result
+    return out
