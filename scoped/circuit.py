@@ -104,10 +104,10 @@ class Circuits:
     def reset(self) -> None:
         """Close every circuit (an operator's reset; tests)."""
         for site, breaker in self._breakers.items():
-            if breaker.state is not State.CLOSED:
-                breaker.success()
-                if self._on_change is not None:
-                    self._on_change(site, State.CLOSED)
+            was = breaker.state
+            breaker.success()  # also forgets the failures counted while closed
+            if was is not State.CLOSED and self._on_change is not None:
+                self._on_change(site, State.CLOSED)
 
     def open_sites(self) -> list[str]:
         return [s for s, b in self._breakers.items() if b.state is not State.CLOSED]

@@ -17,7 +17,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-def _site_list(value: str) -> list[str]:
+def site_list(value: str) -> list[str]:
     names = [n.strip() for n in value.split(",")]
     if any(not n for n in names):
         raise argparse.ArgumentTypeError(
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print one JSON object")
     ex.add_argument(
         "--sites",
-        type=_site_list,
+        type=site_list,
         metavar="A,B,...",
         help="the site registry, in preference order: checks names and expands '*'",
     )

@@ -110,7 +110,7 @@ class Gateway:
 
     async def handle(self, req: Request) -> Response:
         """Serve one request; every response carries ``X-Scope``."""
-        applied = f"<*: {self.registry.local}>"
+        applied = applied_scope(EMPTY, self.registry.local)
         started = time.perf_counter()
         answer: Answer | None = None
         node: Node | None = None
@@ -178,7 +178,7 @@ class Gateway:
                 f"the scope sends this request to {width} sites; this gateway allows "
                 f"at most {self.config.limits.max_fanout}",
             )
-        return node, _applied(scope, self.registry.local), width
+        return node, applied_scope(scope, self.registry.local), width
 
     async def _prepare_body(self, req: Request, node: Node) -> None:
         """Hold a small body in memory so it can go to several sites."""
@@ -255,7 +255,7 @@ def _with_request_id(req: Request) -> Request:
 
 
 @lru_cache(maxsize=4096)
-def _applied(scope: Scope, home: str) -> str:
+def applied_scope(scope: Scope, home: str) -> str:
     """The scope applied: the user's, completed with the home site for the rest."""
     if scope.default is not None:
         return canonical(scope)

@@ -165,6 +165,10 @@ class SiteData:
     #: base of the absolute links the site writes (nova ``osapi_compute_link_prefix``,
     #: keystone ``public_endpoint``); None: the scheme and Host of each request
     public_url: str | None = None
+    #: catalog entries of the tokens this site issues, beside or instead of the
+    #: default ones: service type -> absolute URL (a gateway's, say) or a path under
+    #: the site's base (``{"placement": "/echo/placement"}``)
+    catalog: dict[str, str] = field(default_factory=dict)
     created_count: int = 0
 
     def collection(self, kind: str) -> list[Item]:
@@ -940,11 +944,13 @@ async def keystone_issue(request: web.Request) -> web.Response:
         "network": f"{base}{MOUNTS['network']}",
         "identity": f"{base}{MOUNTS['identity']}",
     }
+    for service, url in data.catalog.items():
+        urls[service] = url if "://" in url else f"{base}{url}"
     names = {"compute": "nova", "image": "glance", "network": "neutron", "identity": "keystone"}
     catalog = [
         {
             "type": service,
-            "name": names[service],
+            "name": names.get(service, service),
             "id": uuid.uuid5(_NAMESPACE, f"{data.name}/{service}").hex,
             "endpoints": [
                 {
