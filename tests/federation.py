@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from scoped_middleware.asgi import GatewayApp, create_app
 
@@ -23,6 +24,18 @@ from tests.standin import LoopThread, SiteData, serve_sites
 
 SERVICES = ("compute", "image", "identity", "network")
 DOWN = "Oslo"
+
+
+def scope_sites(resp: httpx.Response) -> dict[str, str]:
+    """``X-Scope-Sites`` as {site: outcome}; checks the format of every entry
+    (``SITE=OUTCOME;t=MILLISECONDS``, DESIGN.md §8)."""
+    out: dict[str, str] = {}
+    for entry in resp.headers["x-scope-sites"].split(", "):
+        site, _, rest = entry.partition("=")
+        outcome, _, t = rest.partition(";t=")
+        assert float(t) >= 0
+        out[site] = outcome
+    return out
 
 
 def free_port() -> int:

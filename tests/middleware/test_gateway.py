@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from scoped.carry import attach, encode_scope
 from tests.federation import DOWN, Federation, federation
+from tests.federation import scope_sites as sites_header
 from tests.standin import make_items
 
 
@@ -37,17 +38,6 @@ def net(fed: Federation) -> Iterator[Federation]:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=20) as c:
         yield c
-
-
-def sites_header(resp: httpx.Response) -> dict[str, str]:
-    """X-Scope-Sites as {site: outcome}; also checks the format of every entry."""
-    out: dict[str, str] = {}
-    for entry in resp.headers["x-scope-sites"].split(", "):
-        site, _, rest = entry.partition("=")
-        outcome, _, t = rest.partition(";t=")
-        assert float(t) >= 0
-        out[site] = outcome
-    return out
 
 
 def ids(resp: httpx.Response, key: str = "servers") -> list[str]:

@@ -46,6 +46,7 @@ from scoped_middleware.wsgi import ScopedFilter, wrap
 from scoped.carry import attach
 from scoped.errors import ConfigError
 from tests.federation import free_port
+from tests.federation import scope_sites as sites_of
 from tests.standin import PATTERN, SiteData, make_items, pattern_sha256, serve_sites_in_thread
 
 FILTER_SITES = ("Berlin", "Denver", "Paris")
@@ -562,17 +563,6 @@ def net(fed: Fed) -> Iterator[Fed]:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30) as c:
         yield c
-
-
-def sites_of(resp: httpx.Response) -> dict[str, str]:
-    """X-Scope-Sites as {site: outcome}; checks the format of every entry."""
-    out: dict[str, str] = {}
-    for entry in resp.headers["x-scope-sites"].split(", "):
-        site, _, rest = entry.partition("=")
-        outcome, _, t = rest.partition(";t=")
-        assert float(t) >= 0
-        out[site] = outcome
-    return out
 
 
 def image_ids(resp: httpx.Response) -> list[str]:

@@ -17,6 +17,7 @@ from scoped.gateway import Gateway
 from scoped.http import Body, Request
 from scoped.upstream import AiohttpUpstream, Failure, Reply
 from tests.federation import DOWN, Federation, federation
+from tests.federation import scope_sites as outcomes
 from tests.standin import SiteData, make_items, serve_in_thread
 
 RESILIENT = {
@@ -36,13 +37,6 @@ def net(fed: Federation) -> Iterator[Federation]:
     fed.reset()
     yield fed
     fed.reset()
-
-
-def outcomes(resp: httpx.Response) -> dict[str, str]:
-    return {
-        e.split("=")[0]: e.split("=")[1].split(";")[0]
-        for e in resp.headers["x-scope-sites"].split(", ")
-    }
 
 
 def test_the_circuit_opens_and_failover_skips_the_down_site(net: Federation) -> None:
