@@ -117,8 +117,35 @@ def _seconds(value: str) -> float:
     return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
 
 
-def wrk(url: str, conns: int, seconds: int, headers: list[str]) -> tuple[float, float, float]:
-    """(p50 s, p99 s, req/s) of one wrk run."""
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        cpu[child] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for child, used in cpu.items():
+        p = child
+        while p > 1:
+            if p == pid:
+                total += used
+                break
+            p = parents.get(p, 0)
+    return total
+
+
+def wrk(
+    url: str, conns: int, seconds: int, headers: list[str], pid: int | None = None
+) -> tuple[float, float, float, float]:
+    """(p50 s, p99 s, req/s, server CPU µs per request) of one wrk run."""
+    before = tree_cpu(pid) if pid else 0.0
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     for h in headers:
         argv += ["-H", h]
@@ -128,9 +155,11 @@ def wrk(url: str, conns: int, seconds: int, headers: list[str]) -> tuple[float, 
     p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu_us = (tree_cpu(pid) - before) / max(done, 1) * 1e6 if pid else 0.0
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"  note: {url} had errors:\n{out}", file=sys.stderr)
-    return p50, p99, rps
+    return p50, p99, rps, cpu_us
 
 
 def forwarding(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
@@ -170,61 +199,66 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
 """
     )
     procs.start("nginx", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err"))
-    procs.start("haproxy", "-db", "-f", str(tmp / "haproxy.cfg"))
-    procs.start(PY, str(HERE / "naive_proxy.py"), str(naive_port), f"http://127.0.0.1:{ngx_port}")
-    procs.start(
+    ha = procs.start("haproxy", "-db", "-f", str(tmp / "haproxy.cfg"))
+    naive = procs.start(
+        PY, str(HERE / "naive_proxy.py"), str(naive_port), f"http://127.0.0.1:{ngx_port}"
+    )
+    gw = procs.start(
         SCOPED, "gateway", "--config", str(tmp / "gw.yaml"), "--listen", f"127.0.0.1:{gw_port}"
     )
-    procs.start(
+    gr = procs.start(
         SCOPED, "gateway", "--server", "granian", "--config", str(tmp / "gw.yaml"),
         "--listen", f"127.0.0.1:{gr_port}",
     )  # fmt: skip
-    procs.start(
+    aio = procs.start(
         SCOPED, "gateway", "--server", "aiohttp", "--config", str(tmp / "gw.yaml"),
         "--listen", f"127.0.0.1:{aio_port}",
     )  # fmt: skip
     path = "/v2.1/servers"
+    scoped_h = ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"]
     targets = {
-        "direct nginx": (f"http://127.0.0.1:{ngx_port}{path}", []),
-        "HAProxy": (f"http://127.0.0.1:{ha_port}{path}", []),
-        "naive aiohttp proxy": (f"http://127.0.0.1:{naive_port}{path}", []),
-        "scoped gateway": (
-            f"http://127.0.0.1:{gw_port}/compute{path}",
-            ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
-        ),
+        "direct nginx": (f"http://127.0.0.1:{ngx_port}{path}", [], None),
+        "HAProxy": (f"http://127.0.0.1:{ha_port}{path}", [], ha.pid),
+        "naive aiohttp proxy": (f"http://127.0.0.1:{naive_port}{path}", [], naive.pid),
+        "scoped gateway": (f"http://127.0.0.1:{gw_port}/compute{path}", scoped_h, gw.pid),
         "scoped (aiohttp server)": (
-            f"http://127.0.0.1:{aio_port}/compute{path}",
-            ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
+            f"http://127.0.0.1:{aio_port}/compute{path}", scoped_h, aio.pid,
         ),
-        "scoped (granian)": (
-            f"http://127.0.0.1:{gr_port}/compute{path}",
-            ["X-Scope: <compute: A>", "X-Auth-Token: gAAAAABexampletoken"],
-        ),
-    }
-    for url, _ in targets.values():
+        "scoped (granian)": (f"http://127.0.0.1:{gr_port}/compute{path}", scoped_h, gr.pid),
+    }  # fmt: skip
+    for url, _, _ in targets.values():
         wait_http(url, procs)
     results: dict[str, dict[str, list[float]]] = {
-        n: {"p50": [], "p99": [], "rps": []} for n in targets
+        n: {"p50": [], "p99": [], "rps": [], "cpu": []} for n in targets
     }
     for r in range(rounds):
         print(f"round {r + 1}/{rounds} ...", flush=True)
-        for name, (url, headers) in targets.items():
-            p50, p99, _ = wrk(url, 1, seconds, headers)
-            _, _, rps = wrk(url, 64, seconds, headers)
+        for name, (url, headers, pid) in targets.items():
+            p50, p99, _, _ = wrk(url, 1, seconds, headers)
+            _, _, rps, cpu = wrk(url, 64, seconds, headers, pid)
             results[name]["p50"].append(p50)
             results[name]["p99"].append(p99)
             results[name]["rps"].append(rps)
+            results[name]["cpu"].append(cpu)
     med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in results.items()}
     base = med["direct nginx"]["p50"]
     print(f"\nforwarding, {rounds} rounds of {seconds} s, medians (wrk on CPU 0, servers on CPU 1)")
-    print(f"{'path':24} {'p50 c=1':>10} {'added p50':>10} {'p99 c=1':>10} {'req/s c=64':>11}")
+    print(
+        f"{'path':24} {'p50 c=1':>10} {'added p50':>10} {'p99 c=1':>10} {'req/s c=64':>11}"
+        f" {'CPU/req':>9}"
+    )
     for name, m in med.items():
         added = "" if name == "direct nginx" else f"+{(m['p50'] - base) * 1e3:.3f}ms"
+        cpu = f"{m['cpu']:7.0f}us" if m["cpu"] else ""
         print(
             f"{name:24} {m['p50'] * 1e3:8.3f}ms {added:>10} {m['p99'] * 1e3:8.3f}ms "
-            f"{m['rps']:11.0f}"
+            f"{m['rps']:11.0f} {cpu:>9}"
         )
     gw, ha, naive = med["scoped gateway"], med["HAProxy"], med["naive aiohttp proxy"]
+    print(
+        f"\nproxy CPU per request: scoped {gw['cpu']:.0f} us, naive aiohttp {naive['cpu']:.0f} us,"
+        f" HAProxy {ha['cpu']:.0f} us (less sensitive to other load than req/s)"
+    )
     print(f"\nscoped/HAProxy throughput: {gw['rps'] / ha['rps']:.0%} (target >= 20%)")
     print(f"scoped/naive aiohttp throughput: {gw['rps'] / naive['rps']:.0%} (target >= 100%)")
     print(
