@@ -164,5 +164,8 @@ def app_from_env() -> GatewayApp:
     import os  # noqa: PLC0415
 
     from scoped.config import load_config  # noqa: PLC0415
+    from scoped.tuning import tune_gc  # noqa: PLC0415
 
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    app = create_app(load_config(os.environ[CONFIG_ENV]))
+    tune_gc()  # this is the serving process (a granian worker)
+    return app
