@@ -136,6 +136,7 @@ def _gateway(args: argparse.Namespace) -> int:
     _log_to_stderr(args.log_level)
     host, port = args.listen
     from .tuning import tune_gc  # noqa: PLC0415
+
     if args.server == "granian":
         from granian import Granian  # noqa: PLC0415
 

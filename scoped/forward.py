@@ -4,17 +4,33 @@ Local calls go to this site's backend; remote calls to the other site's entry
 URL, marked with the hop header so that site serves them itself. The scope
 suffix is stripped from token headers for the identity service only; every
 other service gets the token as it came, so it can pass the scope on.
+
+A service token (``X-Service-Token``) sent to another site is marked with the
+scope ``<identity: ORIGIN>``: it was issued by this site's Keystone, and the
+other site's keystonemiddleware validates it too (a stock nova-api sends one
+with every call it makes on a user's behalf, from keystonemiddleware's user
+plugin). The mark routes that validation back here (DESIGN.md §4).
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-from .carry import HOP_HEADER, hop_value, strip
+from scoped_grammar import Scope, Site, canonical
+
+from .carry import HOP_HEADER, SUFFIX, attach, hop_value, strip
 from .http import HOP_BY_HOP, Request
 from .sites import Registry
 
 _TOKEN_HEADERS = ("x-auth-token", "x-subject-token")
+_SERVICE_TOKEN = "x-service-token"
+
+
+@lru_cache(maxsize=64)
+def _issued_at(site: str) -> str:
+    """The scope that sends a token's validation to ``site``'s Keystone."""
+    return canonical(Scope((("identity", Site(site)),)))
 
 
 def upstream_headers(
@@ -30,6 +46,9 @@ def upstream_headers(
             continue  # the client library sets it from the bytes
         if merging and name == "accept-encoding":
             continue  # answers to merge must come as plain JSON
+        if name == _SERVICE_TOKEN and site != registry.local and SUFFIX not in value:
+            out.append((name, attach(value, _issued_at(registry.local))))
+            continue
         out.append((name, strip(value) if strip_tokens and name in _TOKEN_HEADERS else value))
     if site != registry.local:
         out.append((HOP_HEADER, hop_value(registry.local, site)))

@@ -3,8 +3,13 @@
 
     lab_setup.py keystone  CLOUD SERVICE=URL...  service users, the `scoped`
                                                  user, services and endpoints
-    lab_setup.py resources CLOUD                 image `tiny`, flavor
+                                                 (keystone=URL: the identity
+                                                 endpoints made by bootstrap)
+    lab_setup.py resources CLOUD                 images `tiny` and
+                                                 `cirros-<site>`, flavor
                                                  `m1.tiny`, network `net1`
+    lab_setup.py server    CLOUD NAME IMAGE      server NAME, ACTIVE, booted
+                                                 from IMAGE on net1
 
 CLOUD names a cloud of the clouds.yaml given by OS_CLIENT_CONFIG_FILE (the
 site's admin). Every step is idempotent: running it again changes nothing.
@@ -21,6 +26,7 @@ import openstack
 PASSWORD = "secret"
 # service name -> (service type, project's service user, roles in `service`)
 SERVICES = {
+    "keystone": ("identity", None, ()),  # the service and user made by bootstrap
     "glance": ("image", "glance", ("admin",)),
     "placement": ("placement", "placement", ("admin", "service")),
     "nova": ("compute", "nova", ("admin", "service")),
@@ -54,7 +60,8 @@ def keystone(conn, region, urls):
         )
     for name, url in urls.items():
         stype, user, roles = SERVICES[name]
-        ensure_user(idn, domain, project, user, roles)
+        if user is not None:
+            ensure_user(idn, domain, project, user, roles)
         service = idn.find_service(name) or idn.create_service(name=name, type=stype)
         existing = {
             ep.interface: ep for ep in idn.endpoints(service_id=service.id, region_id=region)
@@ -78,13 +85,13 @@ def keystone(conn, region, urls):
     )
 
 
-def resources(conn):
-    if conn.image.find_image("tiny") is None:
+def ensure_image(conn, name, fill):
+    if conn.image.find_image(name) is None:
         with tempfile.NamedTemporaryFile(suffix=".img") as f:
-            f.write(b"\0" * (1 << 20))  # 1 MiB raw: the fake virt driver never reads it
+            f.write(fill * (1 << 20))  # 1 MiB raw: the fake virt driver never reads it
             f.flush()
             conn.create_image(
-                "tiny",
+                name,
                 filename=f.name,
                 disk_format="raw",
                 container_format="bare",
@@ -92,7 +99,13 @@ def resources(conn):
                 wait=True,
                 timeout=120,
             )
-    log(f"  image   tiny    {conn.image.find_image('tiny').status}")
+    log(f"  image   {name:14} {conn.image.find_image(name).status} (public)")
+
+
+def resources(conn, site):
+    ensure_image(conn, "tiny", b"\0")
+    # An image only this site has: boot elsewhere with <glance: ThisSite>.
+    ensure_image(conn, f"cirros-{site.lower()}", site.encode()[:1])
 
     if conn.compute.find_flavor("m1.tiny") is None:
         conn.compute.create_flavor(name="m1.tiny", ram=64, vcpus=1, disk=1)
@@ -111,8 +124,31 @@ def resources(conn):
     log("  network net1 (shared) with subnet net1-subnet 10.0.0.0/24")
 
 
+def server(conn, name, image_name):
+    """Server ``name`` ACTIVE; one in another state (ERROR, SHUTOFF) is made anew."""
+    found = conn.compute.find_server(name)
+    if found is not None:
+        found = conn.compute.get_server(found.id)
+        if found.status == "ACTIVE":
+            log(f"  server  {name:14} ACTIVE ({found.id})")
+            return
+        log(f"  server  {name:14} was {found.status}: deleting it")
+        conn.compute.delete_server(found)
+        conn.compute.wait_for_delete(found, wait=120)
+    image = conn.image.find_image(image_name, ignore_missing=False)
+    flavor = conn.compute.find_flavor("m1.tiny", ignore_missing=False)
+    net = conn.network.find_network("net1", ignore_missing=False)
+    created = conn.compute.create_server(
+        name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": net.id}]
+    )
+    created = conn.compute.wait_for_server(created, status="ACTIVE", wait=180)
+    log(f"  server  {name:14} ACTIVE ({created.id})")
+
+
 def main(argv):
-    if len(argv) < 2 or argv[0] not in ("keystone", "resources"):
+    if len(argv) < 2 or argv[0] not in ("keystone", "resources", "server"):
+        sys.exit(__doc__)
+    if argv[0] == "server" and len(argv) != 4:
         sys.exit(__doc__)
     if "OS_CLIENT_CONFIG_FILE" not in os.environ:
         sys.exit("OS_CLIENT_CONFIG_FILE is not set")
@@ -124,8 +160,10 @@ def main(argv):
         if unknown:
             sys.exit(f"unknown service(s): {', '.join(sorted(unknown))}")
         keystone(conn, conn.config.region_name, urls)
+    elif command == "server":
+        server(conn, argv[2], argv[3])
     else:
-        resources(conn)
+        resources(conn, cloud)
 
 
 if __name__ == "__main__":

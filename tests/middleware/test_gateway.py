@@ -455,6 +455,21 @@ def test_scope_rides_on_the_token_and_is_stripped_for_identity_only(
     assert seen.headers["x-subject-token"] == "gAAAAAuser"
 
 
+def test_a_service_token_sent_to_another_site_names_its_keystone(
+    net: Federation, client: httpx.Client
+) -> None:
+    # nova-api sends its own service token beside the user's (keystonemiddleware's
+    # user plugin): at another site, its validation must come back here.
+    headers = {"X-Scope": "<nova: Denver>", "X-Service-Token": "gAAAAAsvc"}
+    client.get(net.url("Berlin", "compute", "/echo/s"), headers=headers)
+    (seen,) = net.sites["Denver"].received
+    assert seen.headers["x-service-token"] == attach("gAAAAAsvc", "<identity: Berlin>")
+    net.reset()
+    client.get(net.url("Berlin", "compute", "/echo/s"), headers={"X-Service-Token": "gAAAAAsvc"})
+    (seen,) = net.sites["Berlin"].received
+    assert seen.headers["x-service-token"] == "gAAAAAsvc"  # served here: as it came
+
+
 def test_x_scope_wins_over_the_token_suffix(net: Federation, client: httpx.Client) -> None:
     resp = client.get(
         net.url("Berlin", "compute", "/echo/x"),
