@@ -1,0 +1,169 @@
+"""End to end: the real ``openstack`` CLI against real OpenStack sites with
+scoped in front (a gateway at Berlin and Denver, the WSGI filter at Paris).
+
+Run with the rest of the suite; the lab comes up once (tests/e2e/conftest.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Lab
+
+pytestmark = pytest.mark.e2e
+
+
+def rows(out: str) -> list[dict[str, object]]:
+    data = json.loads(out)
+    assert isinstance(data, list)
+    return data
+
+
+def test_fan_out_lists_servers_and_images_of_several_sites(lab: Lab) -> None:
+    servers = lab.openstack("server", "list", "-f", "json", "--os-scope", "<nova: Berlin&Denver>")
+    assert servers.returncode == 0, servers.stderr
+    names = {r["Name"] for r in rows(servers.stdout)}
+    assert {"vm-berlin", "vm-denver"} <= names
+    assert "vm-paris" not in names
+    images = lab.openstack(
+        "image", "list", "-f", "json", "--os-scope", "<glance: Berlin&Denver&Paris>"
+    )
+    assert images.returncode == 0, images.stderr
+    names = {r["Name"] for r in rows(images.stdout)}
+    assert {"cirros-berlin", "cirros-denver", "cirros-paris"} <= names
+
+
+def test_paging_through_a_fan_out_returns_every_image_once(lab: Lab) -> None:
+    scope = "<glance: Berlin&Denver&Paris>"
+    whole = rows(lab.openstack("image", "list", "-f", "json", "--os-scope", scope).stdout)
+    # OSC stops paging when --limit is given; openstacksdk follows glance's
+    # next links (the gateway's composite markers) one image at a time.
+    code = (
+        f"import json, scoped_osc; c = scoped_osc.connect(cloud='Berlin', scope={scope!r}); "
+        "print(json.dumps([i.id for i in c.image.images(limit=1)]))"
+    )
+    paged = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, env=lab.env, timeout=300, check=False,
+    )  # fmt: skip
+    assert paged.returncode == 0, paged.stderr
+    ids = json.loads(paged.stdout)
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(r["ID"] for r in whole)
+    assert len(ids) >= 3
+
+
+def test_a_bad_scope_exits_2_with_a_caret_and_sends_nothing(lab: Lab) -> None:
+    out = lab.openstack("server", "list", "--os-scope", "<nova: Berlin&&Denver>")
+    assert out.returncode == 2
+    assert "expected a site name" in out.stderr
+    assert "^" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_boot_in_berlin_from_an_image_only_denver_has(lab: Lab) -> None:
+    denver_gw = lab.gateway("Denver")
+    assert denver_gw is not None
+    before = httpx.get(f"{denver_gw}/metrics", timeout=10).text
+    name = f"vm-cross-{os.getpid()}"
+    out = lab.openstack(
+        "server", "create", name, "--flavor", "m1.tiny", "--image", "cirros-denver",
+        "--network", "net1", "--wait", "-f", "json",
+        "--os-scope", "<nova: Berlin, glance: Denver>",
+        timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    server = json.loads(out.stdout)
+    assert server["status"] == "ACTIVE"
+    after = httpx.get(f"{denver_gw}/metrics", timeout=10).text
+    # Denver's Glance validated Berlin's token: through Denver's gateway, at
+    # Berlin's Keystone.
+    key = {"service": "identity", "site": "Berlin", "outcome": "200"}
+    assert metric(after, "scoped_upstream_requests_total", **key) > metric(
+        before, "scoped_upstream_requests_total", **key
+    )
+    lab.openstack("server", "delete", name, "--wait", "--os-scope", "<nova: Berlin>")
+
+
+def test_an_outage_drill(lab: Lab) -> None:
+    down = lab.scoped("down", "--sites", "Denver", timeout=300)
+    assert down.returncode == 0, down.stderr
+    try:
+        failover = lab.openstack(
+            "server", "list", "-f", "json", "--os-scope", "<nova: Denver|Berlin>"
+        )
+        assert failover.returncode == 0, failover.stderr
+        assert "vm-berlin" in {r["Name"] for r in rows(failover.stdout)}
+        strict = lab.openstack("server", "list", "--os-scope", "<nova: Berlin&Denver>")
+        assert strict.returncode != 0
+        assert "Denver" in strict.stderr
+        lenient = lab.openstack(
+            "server", "list", "-f", "json", "--os-scope", "<nova: Berlin&Denver?>"
+        )
+        assert lenient.returncode == 0, lenient.stderr
+        assert "vm-berlin" in {r["Name"] for r in rows(lenient.stdout)}
+    finally:
+        up = lab.scoped("up", "--sites", "Denver", timeout=900)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    deadline = time.monotonic() + 120
+    while True:
+        back = lab.openstack("server", "list", "-f", "json", "--os-scope", "<nova: Denver|Berlin>")
+        if back.returncode == 0 and "vm-denver" in {r["Name"] for r in rows(back.stdout)}:
+            break
+        assert time.monotonic() < deadline, back.stderr
+        time.sleep(2)
+
+
+def test_a_100_mib_image_goes_to_denver_through_berlin_and_back(lab: Lab, tmp_path: Path) -> None:
+    size = 100 * 1024 * 1024
+    src = tmp_path / "big.img"
+    digest = hashlib.sha256()
+    with src.open("wb") as f:
+        block = bytes(range(256)) * 4096
+        for _ in range(size // len(block)):
+            f.write(block)
+            digest.update(block)
+    scope = ("--os-scope", "<glance: Denver>")
+    name = f"big-{os.getpid()}"
+    created = lab.openstack(
+        "image", "create", name, "--file", str(src), "--disk-format", "raw",
+        "--container-format", "bare", "-f", "json", *scope,
+        timeout=900,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    image_id = json.loads(created.stdout)["id"]
+    try:
+        at_denver = lab.openstack("image", "show", image_id, "-f", "json", cloud="Denver")
+        assert at_denver.returncode == 0  # it lives at Denver, not at Berlin
+        assert lab.openstack("image", "show", image_id, "--os-scope", "<glance: Berlin>").returncode
+        back = tmp_path / "back.img"
+        saved = lab.openstack("image", "save", image_id, "--file", str(back), *scope, timeout=900)
+        assert saved.returncode == 0, saved.stderr
+        got = hashlib.sha256(back.read_bytes()).hexdigest()
+        assert got == digest.hexdigest()
+    finally:
+        lab.openstack("image", "delete", image_id, *scope)
+
+
+def test_the_scope_is_in_every_answer(lab: Lab) -> None:
+    out = lab.openstack("--debug", "server", "list", "--os-scope", "<nova: Berlin&Denver>")
+    assert out.returncode == 0
+    assert re.search(r"x-scope-sites: Berlin=200;t=[\d.]+, Denver=200;t=", out.stderr, re.I)
