@@ -23,6 +23,7 @@ from .errors import GatewayError
 from .execute import Answer, Executor
 from .http import Request, Response, error_response
 from .identity import Identities, IdentityError
+from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
 from .paging import listing_of
 from .plan import All, Call, First, Node, node_json, plan_scope
@@ -194,6 +195,20 @@ class Gateway:
             )
         # A First streams it: failover stays possible until the body starts.
         assert isinstance(node, First)
+
+    def own_response(self, path: str, method: str) -> Response:
+        """The gateway's own paths, for a request that maps to no service:
+        ``/healthz``, ``/metrics``; anything else is a 404 that says what is
+        served here. One answer for every front end."""
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            body = orjson.dumps({"status": "ok", "site": self.registry.local})
+            return Response(200, [("content-type", "application/json")], body)
+        if path == "/metrics" and method == "GET":
+            return Response(200, [("content-type", METRICS_TYPE)], self.metrics.render())
+        prefixes = ", ".join(sorted(self.registry.prefixes().values()))
+        return error_response(
+            404, f"no service at {path!r}; this gateway serves {prefixes}, /healthz, /metrics"
+        )
 
     async def close(self) -> None:
         for task in self._tasks:

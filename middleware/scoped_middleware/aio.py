@@ -9,8 +9,7 @@ from aiohttp import web
 
 from scoped.config import Config
 from scoped.gateway import Gateway
-from scoped.http import Body, Request, Response, error_response
-from scoped.metrics import CONTENT_TYPE as METRICS_TYPE
+from scoped.http import Body, Request, Response
 
 from .asgi import SMALL_BODY
 
@@ -26,7 +25,7 @@ def create_aiohttp_app(config: Config) -> web.Application:
         path, _, query = raw.partition("?")
         route = registry.route(path)
         if route is None:
-            return _own(gateway, path, request.method)
+            return await _send(request, gateway.own_response(path, request.method))
         service, prefix, rest = route
         headers = tuple(
             (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers
@@ -63,20 +62,6 @@ async def _body(request: web.Request) -> Body:
     if length is not None and length <= SMALL_BODY:
         return Body(await request.read())
     return Body(None, request.content.iter_chunked(64 * 1024), length)
-
-
-def _own(gateway: Gateway, path: str, method: str) -> web.Response:
-    registry = gateway.registry
-    if path == "/healthz" and method in ("GET", "HEAD"):
-        return web.json_response({"status": "ok", "site": registry.local})
-    if path == "/metrics" and method == "GET":
-        return web.Response(body=gateway.metrics.render(), headers={"Content-Type": METRICS_TYPE})
-    prefixes = ", ".join(sorted(registry.prefixes().values()))
-    resp = error_response(
-        404, f"no service at {path!r}; this gateway serves {prefixes}, /healthz, /metrics"
-    )
-    assert isinstance(resp.body, bytes)
-    return web.Response(status=404, body=resp.body, content_type="application/json")
 
 
 async def _send(request: web.Request, resp: Response) -> web.StreamResponse:

@@ -2,7 +2,8 @@
 
 Maps the ASGI request onto the service it addresses, hands it to the core
 :class:`~scoped.gateway.Gateway`, and streams the answer back. Also answers
-``GET /healthz`` and ``GET /metrics`` on the listen address.
+``GET /healthz`` and ``GET /metrics`` on the listen address (answered by
+the core: :meth:`~scoped.gateway.Gateway.own_response`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from scoped.config import Config
 from scoped.gateway import Gateway
-from scoped.http import Body, Request, Response, error_response
-from scoped.metrics import CONTENT_TYPE as METRICS_TYPE
+from scoped.http import Body, Request, Response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,7 +58,7 @@ class GatewayApp:
         path = raw_path.decode("latin-1") if raw_path else scope["path"]
         route = self.registry.route(path)
         if route is None:
-            await _send(send, self._own(path, scope["method"]))
+            await _send(send, self.gateway.own_response(path, scope["method"]))
             return
         service, prefix, rest = route
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
@@ -75,18 +73,6 @@ class GatewayApp:
             body=body,
         )
         await _send(send, await self.gateway.handle(req))
-
-    def _own(self, path: str, method: str) -> Response:
-        """The gateway's own paths: health, metrics; anything else is a 404."""
-        if path == "/healthz" and method in ("GET", "HEAD"):
-            body = orjson.dumps({"status": "ok", "site": self.registry.local})
-            return Response(200, [("content-type", "application/json")], body)
-        if path == "/metrics" and method == "GET":
-            return Response(200, [("content-type", METRICS_TYPE)], self.gateway.metrics.render())
-        prefixes = ", ".join(sorted(self.registry.prefixes().values()))
-        return error_response(
-            404, f"no service at {path!r}; this gateway serves {prefixes}, /healthz, /metrics"
-        )
 
 
 async def _body(headers: tuple[tuple[str, str], ...], receive: Receive) -> Body:
