@@ -29,7 +29,7 @@ from .paging import listing_of
 from .plan import All, Call, First, Node, node_json, plan_scope
 from .respond import respond, scope_headers
 from .sites import Registry
-from .upstream import AiohttpUpstream, Failure, Upstream
+from .upstream import Failure, HttpUpstream, Upstream
 
 log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
@@ -45,7 +45,7 @@ class Gateway:
     def __init__(self, config: Config, upstream: Upstream | None = None) -> None:
         self.config = config
         self.registry = Registry(config)
-        self.upstream: Upstream = upstream or AiohttpUpstream(config.limits.max_concurrency)
+        self.upstream: Upstream = upstream or HttpUpstream(config.limits.max_concurrency)
         self.metrics = Metrics()
         self.circuits = Circuits(config.site_names, config.circuit, self._circuit_changed)
         for name in config.site_names:

@@ -1,10 +1,12 @@
-"""Upstream calls over HTTP: one pooled aiohttp client per process.
+"""Upstream calls: one pool of keep-alive HTTP/1.1 connections per process.
 
-aiohttp, not httpx, on the forwarding path: measured here, a naive httpx
-proxy spent 10-15x the CPU per request of an aiohttp one (shared/perf-notes.md;
-tests/bench/bench_gateway.py measures this gateway beside HAProxy). Every
-network failure becomes a :class:`Failure` of one of the kinds DESIGN.md §8
-reports (``refused``, ``timeout``, ``reset``, ``error``), with ``sent`` telling
+Every site is an origin (scheme, host, port) with its idle connections; a
+call takes one (or opens one within the site's connect timeout), sends the
+request, and gives the answer back unread, so the executor decides whether
+to stream it, read it for a merge, or drop it. The wire work is in
+:mod:`scoped.h1` (why not aiohttp's client: measured there). Every network
+failure becomes a :class:`Failure` of one of the kinds DESIGN.md §8 reports
+(``refused``, ``timeout``, ``reset``, ``error``), with ``sent`` telling
 whether the site may have processed the request (the non-idempotent rule).
 """
 
@@ -12,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
+import ssl
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-import aiohttp
-from yarl import URL
-
 from .config import Timeouts
+from .h1 import Connection, ConnectionBroken
 from .http import BodyTooLarge
-
-CHUNK = 64 * 1024
 
 
 class Failure(Exception):  # noqa: N818 - an outcome, as reported in X-Scope-Sites
@@ -60,89 +61,147 @@ class Upstream(Protocol):
     ) -> Reply: ...
 
 
-class _AiohttpReply:
-    __slots__ = ("_resp", "headers", "status")
+KEEPALIVE = 30.0
+"""Seconds an idle connection is kept for reuse."""
+MAX_IDLE = 256
+"""Idle connections kept per origin; more are closed when released."""
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self.status = resp.status
-        self.headers = [
-            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in resp.raw_headers
-        ]
+
+@dataclass(eq=False)
+class _Origin:
+    key: str
+    host: str
+    port: int
+    host_header: str
+    tls: bool
+    idle: list[Connection] = field(default_factory=list)
+
+
+def _split(url: str) -> tuple[str, str]:
+    """``http://h:1/a?b`` -> (``http://h:1``, ``/a?b``): origin and target."""
+    start = url.find("://")
+    if start < 0:
+        raise Failure("error", False, f"not an absolute URL: {url!r}")
+    slash = url.find("/", start + 3)
+    if slash < 0:
+        query = url.find("?", start + 3)
+        if query < 0:
+            return url, "/"
+        return url[:query], "/" + url[query:]
+    return url[:slash], url[slash:]
+
+
+def _origin(key: str) -> _Origin:
+    scheme, _, netloc = key.partition("://")
+    if scheme not in ("http", "https") or not netloc or "@" in netloc:
+        raise Failure("error", False, f"cannot call {key!r}: expected http(s)://HOST[:PORT]")
+    tls = scheme == "https"
+    host, port = netloc, 443 if tls else 80
+    if netloc.startswith("["):  # [IPv6]:port
+        end = netloc.find("]")
+        host, rest = netloc[1:end], netloc[end + 1 :]
+        if rest.startswith(":"):
+            port = _port(rest[1:], key)
+    elif ":" in netloc:
+        host, _, text = netloc.rpartition(":")
+        port = _port(text, key)
+    return _Origin(key, host, port, netloc, tls)
+
+
+def _port(text: str, key: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise Failure("error", False, f"cannot call {key!r}: bad port {text!r}")
+    return int(text)
+
+
+def _head(
+    method: str,
+    target: str,
+    host: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes | AsyncIterator[bytes] | None,
+) -> tuple[bytes, bool]:
+    """The request line and headers, and whether the body goes chunked."""
+    lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    chunked = False
+    if isinstance(body, bytes):
+        lines.append(f"content-length: {len(body)}")
+    elif body is None:
+        if method in ("POST", "PUT", "PATCH"):
+            lines.append("content-length: 0")
+    elif not any(k == "content-length" for k, _ in headers):
+        lines.append("transfer-encoding: chunked")
+        chunked = True
+    text = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks:
+        # A line break inside a value would split it into a header of its own.
+        raise Failure("error", False, "a header or the path holds a line break; not sent")
+    try:
+        return (text + "\r\n\r\n").encode("latin-1"), chunked
+    except UnicodeEncodeError:
+        raise Failure("error", False, "a header or the path is not Latin-1; not sent") from None
+
+
+class _Reply:
+    __slots__ = ("_conn", "_pool", "headers", "status")
+
+    def __init__(self, conn: Connection, pool: HttpUpstream) -> None:
+        self._conn: Connection | None = conn
+        self._pool = pool
+        self.status = conn.status
+        self.headers = conn.headers
 
     async def read(self, limit: int) -> bytes:
-        resp = self._resp
-        length = resp.content_length
-        if length is not None and length > limit:
-            resp.close()
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("the answer was already released")
+        length = next((v for k, v in self.headers if k == "content-length"), None)
+        if length is not None and length.isdigit() and int(length) > limit:
+            self.release()
             raise BodyTooLarge(limit)
+        parts: list[bytes] = []
+        size = 0
         try:
-            if length is not None:
-                return await resp.read()  # bounded above; releases the connection
-            parts: list[bytes] = []
-            size = 0
-            async for chunk in resp.content.iter_any():
+            while chunk := await conn.read_chunk():
                 size += len(chunk)
                 if size > limit:
-                    resp.close()
                     raise BodyTooLarge(limit)
                 parts.append(chunk)
-            resp.release()
-            return b"".join(parts)
-        except (aiohttp.ClientError, TimeoutError) as err:
-            resp.close()
-            raise _failure(err, sent=True) from None
+        except ConnectionBroken as err:
+            raise _broken(err) from None
+        finally:
+            self.release()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def stream(self) -> AsyncIterator[bytes]:
-        resp = self._resp
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("the answer was already released")
         try:
-            async for chunk in resp.content.iter_chunked(CHUNK):
+            while chunk := await conn.read_chunk():
                 yield chunk
+        except ConnectionBroken as err:
+            raise _broken(err) from None
         finally:
-            resp.release()
+            self.release()
 
     def release(self) -> None:
-        self._resp.release()
+        """Give the connection back (or close it if the answer was not read to its end)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
 
 
-class AiohttpUpstream:
+class HttpUpstream:
     """The process's upstream client: pooled keep-alive connections to every site."""
 
     def __init__(self, max_concurrency: int = 1024) -> None:
-        self._session: aiohttp.ClientSession | None = None
         self._limit = asyncio.Semaphore(max_concurrency)
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                # The gateway bounds concurrency itself; aiohttp's default of
-                # 100 per connector hurt the tail of wide fan-outs (perf-notes).
-                limit=0,
-                limit_per_host=0,
-                ttl_dns_cache=300,
-                keepalive_timeout=30,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # bodies pass through as they are
-                # Send the client's headers, not aiohttp's defaults.
-                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
-
-    def _timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
-        found = self._timeouts.get(t)
-        if found is None:
-            # connect: to get a connection (pool wait included); total: the
-            # longest the site may stay silent (for its status line, then
-            # between reads), so a large image keeps flowing as long as it moves.
-            found = aiohttp.ClientTimeout(
-                total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.total
-            )
-            self._timeouts[t] = found
-        return found
+        self._origins: dict[str, _Origin] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._closed = False
 
     async def send(
         self,
@@ -152,6 +211,11 @@ class AiohttpUpstream:
         body: bytes | AsyncIterator[bytes] | None,
         timeouts: Timeouts,
     ) -> Reply:
+        key, target = _split(url)
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = _origin(key)
+        head, chunked = _head(method, target, origin.host_header, headers, body)
         if self._limit.locked():  # only then pay for a timed wait
             try:
                 await asyncio.wait_for(self._limit.acquire(), timeouts.connect)
@@ -160,49 +224,104 @@ class AiohttpUpstream:
         else:
             await self._limit.acquire()
         try:
-            resp = await self._client().request(
-                method,
-                # Path and query come from the client already encoded: send
-                # them as they are (and skip re-quoting on every call).
-                URL(url, encoded=True),
-                headers=list(headers),
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout(timeouts),
-                compress=False,
-                auto_decompress=False,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as err:
-            raise _failure(err, sent=False) from None
+            return await self._exchange(origin, method, head, body, chunked, timeouts)
         finally:
             self._limit.release()
-        return _AiohttpReply(resp)
+
+    async def _exchange(
+        self,
+        origin: _Origin,
+        method: str,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes] | None,
+        chunked: bool,
+        timeouts: Timeouts,
+    ) -> _Reply:
+        while True:
+            conn, fresh = await self._acquire(origin, timeouts.connect)
+            try:
+                await conn.request(head, body, chunked, method == "HEAD", timeouts.total)
+            except ConnectionBroken as err:
+                conn.finish()
+                # A kept-alive connection the site closed while it was idle,
+                # before it read this request: send it again on a new one, as
+                # HTTP clients do for requests that are safe to repeat
+                # (RFC 9110 §9.2.2). Only once: the next connection is fresh.
+                if (
+                    not fresh
+                    and not err.answered
+                    and not isinstance(body, AsyncIterator)
+                    and method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+                ):
+                    continue
+                raise _broken(err) from None
+            except BaseException:
+                conn.finish()  # cancelled mid-exchange: the connection is closed
+                raise
+            return _Reply(conn, self)
+
+    async def _acquire(self, origin: _Origin, timeout: float) -> tuple[Connection, bool]:
+        idle = origin.idle
+        if idle:
+            loop = asyncio.get_running_loop()
+            expired = loop.time() - KEEPALIVE
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and conn.idle_since > expired:
+                    return conn, False
+                conn.close()
+        return await self._connect(origin, timeout), True
+
+    async def _connect(self, origin: _Origin, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        tls = None
+        if origin.tls:
+            if self._tls is None:
+                # The system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured).
+                self._tls = ssl.create_default_context()
+            tls = self._tls
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: Connection(loop, origin.key),
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
+                ),
+                timeout,
+            )
+        except asyncio.TimeoutError:
+            raise Failure("timeout", False, "no connection within the connect timeout") from None
+        except socket.gaierror as err:
+            raise Failure("error", False, f"name resolution failed ({err})") from None
+        except ssl.SSLError as err:
+            raise Failure("error", False, f"TLS handshake failed ({err})") from None
+        except OSError as err:
+            if err.errno == errno.ECONNREFUSED:
+                raise Failure("refused", False, "connection refused") from None
+            raise Failure("error", False, str(err)) from None
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        conn.finish()
+        if conn.closed:
+            return
+        origin = self._origins.get(conn.origin)
+        if self._closed or origin is None or len(origin.idle) >= MAX_IDLE:
+            conn.close()
+        else:
+            origin.idle.append(conn)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._closed = True
+        for origin in self._origins.values():
+            for conn in origin.idle:
+                conn.close()
+            origin.idle.clear()
 
 
-def _failure(err: BaseException, sent: bool) -> Failure:
-    """Map a client exception to a reported failure kind."""
-    if isinstance(err, aiohttp.ConnectionTimeoutError):
-        return Failure("timeout", False, "no connection within the connect timeout")
-    if isinstance(err, aiohttp.ClientConnectorDNSError):
-        return Failure("error", False, f"name resolution failed ({err.os_error})")
-    if isinstance(err, aiohttp.ClientConnectorError):
-        code = getattr(err.os_error, "errno", None)
-        kind = "refused" if code == errno.ECONNREFUSED else "error"
-        return Failure(kind, False, str(err.os_error))
-    if isinstance(err, (TimeoutError, aiohttp.ServerTimeoutError)):
-        return Failure("timeout", True, "no answer within the timeout")
-    if isinstance(err, aiohttp.ServerDisconnectedError):
-        return Failure("reset", True, "the site closed the connection")
-    if isinstance(err, (aiohttp.ClientOSError, OSError)):
-        code = getattr(err, "errno", None)
-        if code in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
-            return Failure("reset", True, "connection reset")
-        if code == errno.ECONNREFUSED:
-            return Failure("refused", False, "connection refused")
-        return Failure("error", sent, str(err))
-    return Failure("error", sent, f"{type(err).__name__}: {err}")
+def _broken(err: ConnectionBroken) -> Failure:
+    if err.timed_out:
+        return Failure("timeout", True, err.detail)
+    return Failure("reset", True, err.detail)

@@ -46,7 +46,7 @@ from scoped.execute import SiteReport
 from scoped.gateway import EMPTY, Gateway, applied_scope
 from scoped.http import Body, Request, Response, error_response
 from scoped.respond import scope_headers
-from scoped.upstream import AiohttpUpstream
+from scoped.upstream import HttpUpstream
 
 from .bridge import LoopThread, Worker, current_loop_thread, loop_thread, stop_loop_thread
 from .local import LOCAL_URL, ORIGIN, LocalStream, Origin, SiteUpstream, wsgi_path
@@ -157,7 +157,7 @@ class ScopedFilter:
         self.applied = applied_scope(EMPTY, self.local)
         self._state: tuple[LoopThread, Gateway] | None = None
         self._lock = threading.Lock()
-        Gateway(self.config, SiteUpstream(app, AiohttpUpstream(1)))  # fails now, not later
+        Gateway(self.config, SiteUpstream(app, HttpUpstream(1)))  # fails now, not later
         _FILTERS.add(self)
 
     # --- per process ---------------------------------------------------------
@@ -172,7 +172,7 @@ class ScopedFilter:
             if state is None or state[0] is not lt:
                 # A new process (fork) or loop: a gateway whose client
                 # belongs to this loop.
-                remote = AiohttpUpstream(self.config.limits.max_concurrency)
+                remote = HttpUpstream(self.config.limits.max_concurrency)
                 gateway = Gateway(self.config, SiteUpstream(self.app, remote))
                 # Its background work (health probes, catalog discovery) runs
                 # on this process's loop, like everything else.

@@ -15,7 +15,7 @@ from scoped.carry import attach
 from scoped.config import Timeouts, parse_config
 from scoped.gateway import Gateway
 from scoped.http import Body, Request
-from scoped.upstream import AiohttpUpstream, Failure, Reply
+from scoped.upstream import Failure, HttpUpstream, Reply
 from tests.federation import DOWN, Federation, federation
 from tests.federation import scope_sites as outcomes
 from tests.standin import SiteData, make_items, serve_in_thread
@@ -257,7 +257,7 @@ class FlakyUpstream:
     """
 
     def __init__(self, refusals: int) -> None:
-        self.real = AiohttpUpstream()
+        self.real = HttpUpstream()
         self.refusals = refusals
         self.calls = 0
 
