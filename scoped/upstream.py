@@ -157,8 +157,10 @@ class _Reply:
         conn = self._conn
         if conn is None:
             raise RuntimeError("the answer was already released")
-        length = next((v for k, v in self.headers if k == "content-length"), None)
-        if length is not None and length.isdigit() and int(length) > limit:
+        # By the announced length, unless the answer is already whole (a HEAD
+        # answer announces a length it does not carry).
+        length = None if conn.complete else _length(self.headers)
+        if length is not None and length > limit:
             self.release()
             raise BodyTooLarge(limit)
         parts: list[bytes] = []
@@ -319,6 +321,13 @@ class HttpUpstream:
             for conn in origin.idle:
                 conn.close()
             origin.idle.clear()
+
+
+def _length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name == "content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def _broken(err: ConnectionBroken) -> Failure:

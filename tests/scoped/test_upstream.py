@@ -1,0 +1,426 @@
+"""The upstream client (scoped/upstream.py over scoped/h1.py) against real
+sockets: small asyncio servers on 127.0.0.1 that answer exactly the bytes a
+test needs, including the ones a well-behaved site never sends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from scoped.config import Timeouts
+from scoped.http import BodyTooLarge
+from scoped.upstream import Failure, HttpUpstream
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+FAST = Timeouts(connect=1.0, total=1.0)
+
+
+class Site:
+    """A scripted HTTP server: counts connections, records requests."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Site:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+        """One request: its head, and its body (by content-length or chunked)."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests.append(head)
+        lower = head.lower()
+        body = b""
+        if b"content-length:" in lower:
+            length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+        elif b"transfer-encoding: chunked" in lower:
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                chunk = await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                body += chunk[:-2]
+        return head, body
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%b\r\n%b" % (len(body), extra, body)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def keep_answering(site_ref: list[Site], answer: bytes = b"") -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, body = await site_ref[0].read_request(reader)
+            writer.write(ok(answer or body))
+            await writer.drain()
+
+    return handler
+
+
+async def with_site(handler_of: Callable[[list[Site]], Handler]) -> Site:
+    ref: list[Site] = []
+    site = Site(handler_of(ref))
+    ref.append(site)
+    return site
+
+
+def test_connections_are_kept_alive_and_reused() -> None:
+    async def main() -> tuple[int, list[bytes]]:
+        async with await with_site(lambda r: keep_answering(r, b'{"a": 1}')) as site:
+            up = HttpUpstream()
+            bodies = []
+            for _ in range(5):
+                reply = await up.send("GET", f"{site.url}/v2.1/servers?x=1", (), None, FAST)
+                bodies.append(await reply.read(1024))
+            await up.close()
+            return site.connections, bodies
+
+    connections, bodies = run(main())
+    assert connections == 1
+    assert bodies == [b'{"a": 1}'] * 5
+
+
+def test_the_request_is_sent_as_given() -> None:
+    async def main() -> bytes:
+        async with await with_site(lambda r: keep_answering(r, b"{}")) as site:
+            up = HttpUpstream()
+            headers = [("x-auth-token", "tok"), ("x-openstack-request-id", "req-1")]
+            reply = await up.send("GET", f"{site.url}/image/v2/images?a=%20b", headers, None, FAST)
+            await reply.read(100)
+            await up.close()
+            return site.requests[0]
+
+    head = run(main())
+    port = head.split(b"host: 127.0.0.1:")[1].split(b"\r\n")[0]
+    assert head.startswith(b"GET /image/v2/images?a=%20b HTTP/1.1\r\n")
+    assert port.isdigit()
+    assert b"x-auth-token: tok\r\n" in head
+    assert b"x-openstack-request-id: req-1\r\n" in head
+
+
+def test_a_body_goes_with_its_length_and_a_stream_goes_chunked() -> None:
+    async def gen() -> AsyncIterator[bytes]:
+        for part in (b"abc", b"", b"defg"):
+            yield part
+
+    async def main() -> tuple[bytes, bytes, list[bytes]]:
+        async with await with_site(keep_answering) as site:
+            up = HttpUpstream()
+            a = await (await up.send("PUT", f"{site.url}/x", (), b"hello", FAST)).read(100)
+            b = await (await up.send("POST", f"{site.url}/x", (), gen(), FAST)).read(100)
+            await up.close()
+            return a, b, site.requests
+
+    a, b, heads = run(main())
+    assert (a, b) == (b"hello", b"abcdefg")
+    assert b"content-length: 5\r\n" in heads[0]
+    assert b"transfer-encoding: chunked\r\n" in heads[1]
+
+
+def test_a_post_without_body_says_its_length_is_zero() -> None:
+    async def main() -> bytes:
+        async with await with_site(lambda r: keep_answering(r, b"{}")) as site:
+            up = HttpUpstream()
+            await (await up.send("POST", f"{site.url}/action", (), None, FAST)).read(100)
+            await up.close()
+            return site.requests[0]
+
+    assert b"content-length: 0\r\n" in run(main())
+
+
+def test_a_line_break_in_a_header_is_never_sent() -> None:
+    async def main() -> int:
+        async with await with_site(keep_answering) as site:
+            up = HttpUpstream()
+            with pytest.raises(Failure) as caught:
+                await up.send("GET", f"{site.url}/", [("x-a", "1\r\nx-b: 2")], None, FAST)
+            assert caught.value.kind == "error"
+            assert not caught.value.sent
+            assert "line break" in caught.value.detail
+            await up.close()
+            return site.connections
+
+    assert run(main()) == 0
+
+
+def test_head_answers_end_at_their_headers() -> None:
+    async def main() -> tuple[int, bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await site.read_request(reader)  # HEAD: length announced, no body
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 12345\r\n\r\n")
+            await site.read_request(reader)
+            writer.write(ok(b"after"))
+            await writer.drain()
+            await reader.read()
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            reply = await up.send("HEAD", f"{site.url}/", (), None, FAST)
+            assert await reply.read(10) == b""
+            after = await (await up.send("GET", f"{site.url}/", (), None, FAST)).read(100)
+            await up.close()
+            return site.connections, after
+
+    assert run(main()) == (1, b"after")
+
+
+def test_interim_answers_are_skipped() -> None:
+    async def main() -> tuple[int, bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await site.read_request(reader)
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"final", b"x-final: yes\r\n"))
+            await reader.read()
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            reply = await up.send("PUT", f"{site.url}/", (), b"x", FAST)
+            assert ("x-final", "yes") in reply.headers
+            body = await reply.read(100)
+            await up.close()
+            return reply.status, body
+
+    assert run(main()) == (200, b"final")
+
+
+def test_chunked_and_close_delimited_answers() -> None:
+    async def main() -> list[bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await site.read_request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+            )
+            await site.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")
+            await writer.drain()
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            out = [await (await up.send("GET", f"{site.url}/", (), None, FAST)).read(100)]
+            out.append(await (await up.send("GET", f"{site.url}/", (), None, FAST)).read(100))
+            await up.close()
+            return out
+
+    assert run(main()) == [b"abcde", b"until the end"]
+
+
+def test_an_idle_connection_the_site_closed_is_replaced_for_a_repeatable_request() -> None:
+    async def main() -> tuple[int, bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await site.read_request(reader)
+            writer.write(ok(b"one"))
+            await writer.drain()
+            if site.connections == 1:
+                # Closes after the answer, without saying so: the client
+                # learns only when it tries the connection again.
+                await asyncio.sleep(0.05)
+                return
+            await reader.read()
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            await (await up.send("GET", f"{site.url}/", (), None, FAST)).read(100)
+            await asyncio.sleep(0.2)
+            body = await (await up.send("GET", f"{site.url}/", (), None, FAST)).read(100)
+            await up.close()
+            return site.connections, body
+
+    assert run(main()) == (2, b"one")
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (b"", "reset"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort", "reset"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "reset"),
+    ],
+)
+def test_broken_answers_are_failures_after_sending(answer: bytes, kind: str) -> None:
+    async def main() -> Failure:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await site.read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            try:
+                reply = await up.send("POST", f"{site.url}/", (), b"{}", FAST)
+                await reply.read(1000)
+            except Failure as err:
+                return err
+            finally:
+                await up.close()
+        raise AssertionError("no failure")
+
+    err = run(main())
+    assert err.kind == kind
+    assert err.sent
+
+
+def test_a_silent_site_times_out_and_a_slow_but_steady_one_does_not() -> None:
+    async def main() -> tuple[Failure, bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            _, body = await site.read_request(reader)
+            if body == b"silent":
+                await asyncio.sleep(2)
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+            for part in (b"a", b"b", b"c", b"d"):  # 0.6 s in all, 0.15 s silences
+                await asyncio.sleep(0.15)
+                writer.write(part)
+                await writer.drain()
+
+        site = Site(handler)
+        t = Timeouts(connect=1.0, total=0.3)
+        async with site:
+            up = HttpUpstream()
+            with pytest.raises(Failure) as caught:
+                await up.send("POST", f"{site.url}/", (), b"silent", t)
+            steady = await (await up.send("POST", f"{site.url}/", (), b"steady", t)).read(10)
+            await up.close()
+            return caught.value, steady
+
+    err, steady = run(main())
+    assert (err.kind, err.sent) == ("timeout", True)
+    assert steady == b"abcd"
+
+
+def test_refused_is_reported_as_not_sent() -> None:
+    async def main() -> Failure:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        up = HttpUpstream()
+        with pytest.raises(Failure) as caught:
+            await up.send("POST", f"http://127.0.0.1:{port}/", (), b"x", FAST)
+        return caught.value
+
+    err = run(main())
+    assert (err.kind, err.sent) == ("refused", False)
+
+
+def test_body_limits_by_length_and_by_counting() -> None:
+    async def main() -> list[str]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                _, body = await site.read_request(reader)
+                data = b"x" * 5000
+                if body == b"big":  # more than is buffered ahead of the reader
+                    writer.write(ok(b"x" * (1 << 20)))
+                elif body == b"chunked":
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                        b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
+                    )
+                else:
+                    writer.write(ok(data))
+                await writer.drain()
+
+        site = Site(handler)
+        seen = []
+        async with site:
+            up = HttpUpstream()
+            for how in (b"big", b"chunked"):
+                reply = await up.send("POST", f"{site.url}/", (), how, FAST)
+                try:
+                    await reply.read(1000)
+                except BodyTooLarge as err:
+                    seen.append(f"{how.decode()}:{err.limit}")
+            # An answer refused by its length is closed unread; one refused by
+            # counting had arrived whole, so its connection is clean and reused.
+            reply = await up.send("POST", f"{site.url}/", (), b"length", FAST)
+            assert len(await reply.read(10_000)) == 5000
+            await up.close()
+        seen.append(str(site.connections))
+        return seen
+
+    assert run(main()) == ["big:1000", "chunked:1000", "2"]
+
+
+def test_an_unread_answer_closes_its_connection_and_a_read_one_is_reused() -> None:
+    async def main() -> int:
+        async with await with_site(lambda r: keep_answering(r, b"{}")) as site:
+            up = HttpUpstream()
+            (await up.send("GET", f"{site.url}/", (), None, FAST)).release()  # unread
+            await (await up.send("GET", f"{site.url}/", (), None, FAST)).read(10)
+            await (await up.send("GET", f"{site.url}/", (), None, FAST)).read(10)
+            await up.close()
+            return site.connections
+
+    assert run(main()) == 2
+
+
+def test_an_early_answer_to_a_stream_upload_is_returned() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"y" * 65536
+            await asyncio.sleep(0.001)
+
+    async def main() -> tuple[int, bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            answer = b'{"error": "too large"}'
+            writer.write(b"HTTP/1.1 413 Too Large\r\ncontent-length: %d\r\n\r\n" % len(answer))
+            writer.write(answer)
+            await writer.drain()
+            await asyncio.sleep(0.5)
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            headers = [("content-length", str(64 * 65536))]
+            reply = await up.send("PUT", f"{site.url}/file", headers, body(), FAST)
+            data = await reply.read(100)
+            await up.close()
+            return reply.status, data
+
+    assert run(main()) == (413, b'{"error": "too large"}')
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://h/x", "http://user@h/x", "http://h:99999/x", "nourl", "http://h:x/"]
+)
+def test_urls_it_cannot_call_are_errors(url: str) -> None:
+    async def main() -> Failure:
+        with pytest.raises(Failure) as caught:
+            await HttpUpstream().send("GET", url, (), None, FAST)
+        return caught.value
+
+    err = run(main())
+    assert err.kind == "error"
+    assert not err.sent
