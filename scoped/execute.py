@@ -131,8 +131,8 @@ class Executor:
 
     def _observe(self, req: Request, report: SiteReport) -> SiteReport:
         m = self.metrics
-        m.child(m.upstream, report.site, req.service, report.outcome).inc()
-        m.child(m.upstream_seconds, report.site).observe(report.ms / 1000)
+        m.upstream.inc(report.site, req.service, report.outcome)
+        m.upstream_seconds.observe(report.ms / 1000, report.site)
         return report
 
     async def run(self, node: Node, req: Request, listing: Listing | None) -> Answer:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from scoped_grammar import Scope, Site, canonical
 
 from .carry import HOP_HEADER, SUFFIX, attach, hop_value, strip
-from .http import HOP_BY_HOP, Request
+from .http import HOP_BY_HOP, REQUEST_ID, Request
 from .sites import Registry
 
 _TOKEN_HEADERS = ("x-auth-token", "x-subject-token")
@@ -39,9 +39,12 @@ def upstream_headers(
     """The headers to send to ``site`` for ``req``."""
     strip_tokens = req.service == "identity" and site == registry.local
     out: list[tuple[str, str]] = []
+    has_id = False
     for name, value in req.headers:
         if name in HOP_BY_HOP or name == HOP_HEADER:
             continue
+        if name == REQUEST_ID:
+            has_id = True
         if name == "content-length" and req.body.replayable:
             continue  # the client library sets it from the bytes
         if merging and name == "accept-encoding":
@@ -50,6 +53,8 @@ def upstream_headers(
             out.append((name, attach(value, _issued_at(registry.local))))
             continue
         out.append((name, strip(value) if strip_tokens and name in _TOKEN_HEADERS else value))
+    if not has_id:
+        out.append((REQUEST_ID, req.request_id))
     if site != registry.local:
         out.append((HOP_HEADER, hop_value(registry.local, site)))
     return out

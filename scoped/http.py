@@ -7,12 +7,15 @@ allowed, as ASGI and WSGI both give them.
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
 
 Headers = tuple[tuple[str, str], ...]
+
+REQUEST_ID = "x-openstack-request-id"
 
 HOP_BY_HOP = frozenset(
     {
@@ -140,6 +143,18 @@ class Request:
         return header(self.headers, name)
 
     @property
+    def request_id(self) -> str:
+        """The client's ``X-OpenStack-Request-Id``, else one made up for this
+        request; every upstream call carries it, so one id follows the request
+        across sites."""
+        # Kept in the instance's __dict__ (a frozen dataclass blocks only
+        # __setattr__): functools.cached_property takes a lock on 3.11.
+        found: str | None = self.__dict__.get("_request_id")
+        if found is None:
+            found = self.__dict__["_request_id"] = self.header(REQUEST_ID) or new_request_id()
+        return found
+
+    @property
     def idempotent(self) -> bool:
         return self.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 
@@ -152,6 +167,15 @@ class Response:
     headers: list[tuple[str, str]]
     body: bytes | AsyncIterator[bytes] = b""
     close: Callable[[], Awaitable[None] | None] | None = None
+
+
+def new_request_id() -> str:
+    """``req-`` and a v4 UUID, as OpenStack services make them. From the
+    process's PRNG: unique enough for log correlation, without a getrandom()
+    system call on every request."""
+    h = f"{random.getrandbits(128):032x}"
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
 
 
 TITLES = {

@@ -2,14 +2,24 @@
 
 Each gateway has its own registry, so several can live in one process (tests,
 the WSGI filter in several pipelines) without clashing series.
+
+The series touched by every request (:class:`Tally`, :class:`Spread`) are
+plain dictionaries read by a collector when ``/metrics`` is scraped: a
+prometheus-client child costs a lock and a few calls per update, about 4 µs
+of the gateway's per-request CPU on a forwarding path. The core updates them
+from one event-loop thread; a scrape copies them before reading. The rare
+series (circuits, tokens, catalogs, failovers) are prometheus-client's own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -19,35 +29,88 @@ _LATENCY_BUCKETS = (
 _WIDTH_BUCKETS = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
 
 
+class Tally:
+    """A counter by label values: ``tally.counts[labels] += 1`` on the hot path."""
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def inc(self, *labels: str) -> None:
+        counts = self.counts
+        counts[labels] = counts.get(labels, 0) + 1
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, count in sorted(dict(self.counts).items()):
+            family.add_metric(labels, count)
+        return family
+
+
+class Spread:
+    """A histogram by label values; buckets counted apart, summed at a scrape."""
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str], bounds: Sequence[float]):
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self.bounds = tuple(float(b) for b in bounds)
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        """labels -> [count per bucket (the last one +Inf)..., sum]"""
+
+    def observe(self, value: float, *labels: str) -> None:
+        row = self.series.get(labels)
+        if row is None:
+            row = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+        row[bisect_left(self.bounds, value)] += 1
+        row[-1] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, live in sorted(dict(self.series).items()):
+            row = list(live)
+            buckets, running = [], 0.0
+            for bound, count in zip((*self.bounds, float("inf")), row[:-1], strict=True):
+                running += count
+                le = floatToGoString(bound)  # type: ignore[no-untyped-call]
+                buckets.append((le, running))
+            family.add_metric(list(labels), buckets, sum_value=row[-1])
+        return family
+
+
+class _Collector:
+    def __init__(self, *metrics: Tally | Spread) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.metrics:
+            yield metric.family()
+
+
 class Metrics:
     """The series a gateway exports on ``GET /metrics``."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        self.requests = Tally(
             "scoped_requests",
             "Requests served, by service, method and outcome (HTTP status class).",
             ["service", "method", "outcome"],
-            registry=self.registry,
         )
-        self.upstream = Counter(
+        self.upstream = Tally(
             "scoped_upstream_requests",
             "Calls to sites, by site, service and outcome (status or failure kind).",
             ["site", "service", "outcome"],
-            registry=self.registry,
         )
-        self.upstream_seconds = Histogram(
+        self.upstream_seconds = Spread(
             "scoped_upstream_seconds",
             "Time to a site's answer (headers; body too when merged), by site.",
             ["site"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            _LATENCY_BUCKETS,
         )
-        self.fanout = Histogram(
-            "scoped_fanout_width",
-            "Sites a request was planned to reach.",
-            buckets=_WIDTH_BUCKETS,
-            registry=self.registry,
+        self.fanout = Spread(
+            "scoped_fanout_width", "Sites a request was planned to reach.", [], _WIDTH_BUCKETS
+        )
+        self.registry.register(
+            _Collector(self.requests, self.upstream, self.upstream_seconds, self.fanout)
         )
         self.failovers = Counter(
             "scoped_failovers",
@@ -74,16 +137,6 @@ class Metrics:
             ["site", "outcome"],
             registry=self.registry,
         )
-
-        self._children: dict[tuple[object, ...], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: the hot path pays one dict lookup."""
-        key = (id(metric), *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
