@@ -86,6 +86,8 @@ class Connection(asyncio.Protocol):
         if parser is None:  # bytes nobody asked for: the connection is unusable
             self.close()
             return
+        if self._error is not None:
+            return
         self._answered = True
         self._last = self.loop.time()
         try:
