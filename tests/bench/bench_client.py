@@ -23,7 +23,14 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import JSON_BODY, Processes, ensure_tools, free_port, wait_http
+from bench_gateway import (
+    JSON_BODY,
+    Processes,
+    ensure_tools,
+    free_port,
+    nginx_config,
+    wait_http,
+)
 
 from scoped.config import Timeouts
 from scoped.upstream import HttpUpstream
@@ -110,16 +117,7 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="scoped-bench-") as tmp:
         conf = Path(tmp) / "nginx.conf"
-        conf.write_text(
-            f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
-events {{ worker_connections 4096; }}
-http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 60;
-  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
-  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
-  server {{ listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{JSON_BODY}'; }} }} }}
-"""
-        )
+        conf.write_text(nginx_config(Path(tmp), port))
         try:
             procs.start("nginx", "-c", str(conf), "-e", f"{tmp}/nginx.err", cpu="0")
             url = f"http://127.0.0.1:{port}/v2.1/servers"

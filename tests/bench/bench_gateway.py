@@ -227,20 +227,23 @@ def wrk(
     return p50, p99, rps, cpu_us
 
 
-def forwarding(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
-    ngx_port, ha_port, naive_port, gw_port, gr_port, aio_port, envoy_port = (
-        free_port() for _ in range(7)
-    )
-    (tmp / "nginx.conf").write_text(
-        f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
+def nginx_config(tmp: Path, port: int) -> str:
+    """nginx answering every GET with JSON_BODY: the site behind every proxy."""
+    return f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 60;
   client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
   uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
-  server {{ listen 127.0.0.1:{ngx_port};
+  server {{ listen 127.0.0.1:{port};
     location / {{ default_type application/json; return 200 '{JSON_BODY}'; }} }} }}
 """
+
+
+def forwarding(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
+    ngx_port, ha_port, naive_port, gw_port, gr_port, aio_port, envoy_port = (
+        free_port() for _ in range(7)
     )
+    (tmp / "nginx.conf").write_text(nginx_config(tmp, ngx_port))
     (tmp / "haproxy.cfg").write_text(
         f"""global
   nbthread 1
