@@ -234,16 +234,14 @@ def test_chunked_and_close_delimited_answers() -> None:
     assert run(main()) == [b"abcde", b"until the end"]
 
 
-def test_an_idle_connection_the_site_closed_is_replaced_for_a_repeatable_request() -> None:
+def test_an_idle_connection_the_site_closed_is_not_used_again() -> None:
     async def main() -> tuple[int, bytes]:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await site.read_request(reader)
             writer.write(ok(b"one"))
             await writer.drain()
             if site.connections == 1:
-                # Closes after the answer, without saying so: the client
-                # learns only when it tries the connection again.
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # then closes, idle, without a word
                 return
             await reader.read()
 
@@ -257,6 +255,49 @@ def test_an_idle_connection_the_site_closed_is_replaced_for_a_repeatable_request
             return site.connections, body
 
     assert run(main()) == (2, b"one")
+
+
+@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("PUT", True), ("POST", False)])
+def test_a_kept_connection_closed_as_the_request_went_out(method: str, retried: bool) -> None:
+    """The race the pool cannot see coming: the site closes a kept connection
+    just as a request is written on it, and answers nothing. A request safe
+    to repeat goes again on a new connection; a POST is reported, not repeated."""
+
+    async def main() -> tuple[bytes | Failure, int]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await site.read_request(reader)
+            writer.write(ok(b"first"))
+            await writer.drain()
+            await site.read_request(reader)  # the second: closed without answering
+
+        async def second_connection(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await site.read_request(r)
+            w.write(ok(b"again"))
+            await w.drain()
+            await r.read()
+
+        def route(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Awaitable[None]:
+            return handler(r, w) if site.connections == 1 else second_connection(r, w)
+
+        site = Site(route)
+        async with site:
+            up = HttpUpstream()
+            await (await up.send(method, f"{site.url}/", (), b"1", FAST)).read(100)
+            try:
+                got: bytes | Failure = await (
+                    await up.send(method, f"{site.url}/", (), b"2", FAST)
+                ).read(100)
+            except Failure as err:
+                got = err
+            await up.close()
+            return got, site.connections
+
+    got, connections = run(main())
+    if retried:
+        assert (got, connections) == (b"again", 2)
+    else:
+        assert isinstance(got, Failure)
+        assert (got.kind, got.sent, connections) == ("reset", True, 1)
 
 
 @pytest.mark.parametrize(
@@ -424,3 +465,86 @@ def test_urls_it_cannot_call_are_errors(url: str) -> None:
     err = run(main())
     assert err.kind == "error"
     assert not err.sent
+
+
+def test_a_cancelled_call_never_leaves_its_answer_to_the_next_one() -> None:
+    """A caller that gives up mid-answer (its client went away) must not
+    leave the rest of that answer on a pooled connection: the next call
+    would read it as its own."""
+
+    async def main() -> list[bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                _, body = await site.read_request(reader)
+                answer = body * 1_000_000  # 1 MB, sent slowly
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(answer))
+                for i in range(0, len(answer), 50_000):
+                    writer.write(answer[i : i + 50_000])
+                    await writer.drain()
+                    await asyncio.sleep(0.005)
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            got = []
+            for letter in (b"a", b"b", b"c"):
+                reply = await up.send("POST", f"{site.url}/", (), letter, FAST)
+                task = asyncio.ensure_future(reply.read(1 << 20))
+                await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                reply = await up.send("POST", f"{site.url}/", (), letter.upper(), FAST)
+                got.append((await reply.read(1 << 20))[:3])
+            await up.close()
+            return got
+
+    assert run(main()) == [b"AAA", b"BBB", b"CCC"]
+
+
+def test_many_calls_over_connections_that_close_now_and_then() -> None:
+    """600 calls, 32 at a time, against a site that ends every third
+    connection after an answer (saying so) and drops some idle ones without
+    a word: every call gets its own answer, and the pool stays bounded."""
+
+    async def main() -> tuple[int, int, int]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            n = site.connections
+            served = 0
+            while True:
+                idle = 0.02 * (n % 4 + 1) if served else None  # the first is always served
+                try:
+                    _, body = await asyncio.wait_for(site.read_request(reader), idle)
+                except asyncio.TimeoutError:
+                    return  # an idle connection dropped silently
+                served += 1
+                closing = n % 3 == 0 and served == 2
+                extra = b"connection: close\r\n" if closing else b""
+                writer.write(ok(b"echo:" + body, extra))
+                await writer.drain()
+                if closing:
+                    return
+
+        site = Site(handler)
+        async with site:
+            up = HttpUpstream()
+            wrong = 0
+
+            async def worker(w: int) -> None:
+                nonlocal wrong
+                for i in range(600 // 32 + 1):
+                    body = f"{w}-{i}".encode()
+                    reply = await up.send("PUT", f"{site.url}/", (), body, FAST)
+                    if await reply.read(100) != b"echo:" + body:
+                        wrong += 1
+                    await asyncio.sleep(0.001 * (i % 3))
+
+            await asyncio.gather(*(worker(w) for w in range(32)))
+            idle = sum(len(o.idle) for o in up._origins.values())
+            await up.close()
+            return wrong, idle, site.connections
+
+    wrong, idle, connections = run(main())
+    assert wrong == 0
+    assert idle <= 32
+    assert connections > 32  # the site did close connections: they were replaced
