@@ -193,10 +193,18 @@ class Gateway:
 
     def own_response(self, path: str, method: str) -> Response:
         """The gateway's own paths, for a request that maps to no service:
-        ``/healthz``, ``/metrics``; anything else is a 404 that says what is
+        ``/healthz`` (with each site's circuit: closed, open, half-open),
+        ``/metrics``; anything else is a 404 that says what is
         served here. One answer for every front end."""
         if path == "/healthz" and method in ("GET", "HEAD"):
-            body = orjson.dumps({"status": "ok", "site": self.registry.local})
+            # "ok" says this gateway serves; the other sites' circuits are
+            # shown, never counted against it (a load balancer must not take
+            # a gateway out because a remote site is down).
+            sites = {
+                name: self.circuits.state(name).name.lower().replace("_", "-")
+                for name in self.registry.names
+            }
+            body = orjson.dumps({"status": "ok", "site": self.registry.local, "sites": sites})
             return Response(200, [("content-type", "application/json")], body)
         if path == "/metrics" and method == "GET":
             return Response(200, [("content-type", METRICS_TYPE)], self.metrics.render())

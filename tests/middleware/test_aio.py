@@ -29,7 +29,7 @@ def test_forwards_streams_and_answers_its_own_paths() -> None:
     assert scope_sites(listed) == {"Berlin": "200"}
     assert echo.json()["body_length"] == 200_000
     assert site.received[-1].query_string == "a=%2F"
-    assert health.json() == {"status": "ok", "site": "Berlin"}
+    assert health.json() == {"status": "ok", "site": "Berlin", "sites": {"Berlin": "closed"}}
     assert "scoped_requests_total" in metrics.text
     assert missing.status_code == 404
     assert "/compute" in missing.json()["error"]["message"]

@@ -493,7 +493,10 @@ def test_a_broken_token_suffix_is_a_400(net: Federation, client: httpx.Client) -
 
 def test_health_metrics_and_unknown_paths(net: Federation, client: httpx.Client) -> None:
     base = net.gateways["Berlin"]
-    assert client.get(f"{base}/healthz").json() == {"status": "ok", "site": "Berlin"}
+    health = client.get(f"{base}/healthz").json()
+    assert (health["status"], health["site"]) == ("ok", "Berlin")
+    assert list(health["sites"]) == [*net.sites, DOWN]  # every site, in registry order
+    assert set(health["sites"].values()) == {"closed"}
     client.get(net.url("Berlin", "compute", "/v2.1/servers"), headers={"X-Scope": "<nova: Denver>"})
     metrics = client.get(f"{base}/metrics").text
     assert 'scoped_requests_total{method="GET",outcome="2xx",service="compute"}' in metrics

@@ -49,7 +49,11 @@ def test_the_circuit_opens_and_failover_skips_the_down_site(net: Federation) -> 
         assert later.status_code == 200
         assert outcomes(later) == {DOWN: "skipped", "Paris": "200"}
         metrics = c.get(net.gateways["Berlin"] + "/metrics").text
+        health = c.get(net.gateways["Berlin"] + "/healthz").json()
     assert f'scoped_circuit_state{{site="{DOWN}"}} 1.0' in metrics
+    assert health["status"] == "ok"  # another site's outage is not this gateway's
+    assert health["sites"][DOWN] == "open"
+    assert health["sites"]["Paris"] == "closed"
     assert 'scoped_failovers_total{from_site="Oslo",to_site="Paris"}' in metrics
 
 
