@@ -217,9 +217,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
-        close = getattr(self.upstream, "close", None)
-        if close is not None:
-            await close()
+        await self.upstream.close()
 
 
 def _log_request(

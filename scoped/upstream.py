@@ -60,6 +60,9 @@ class Upstream(Protocol):
         timeouts: Timeouts,
     ) -> Reply: ...
 
+    async def close(self) -> None:
+        """Close idle connections; the gateway is shutting down."""
+
 
 KEEPALIVE = 30.0
 """Seconds an idle connection is kept for reuse."""

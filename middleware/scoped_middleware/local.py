@@ -94,9 +94,7 @@ class SiteUpstream:
             raise Failure("error", False, str(err)) from None
 
     async def close(self) -> None:
-        close = getattr(self.remote, "close", None)
-        if close is not None:
-            await close()
+        await self.remote.close()
 
 
 def _environ(
