@@ -28,7 +28,7 @@ from tenacity import (
 from .circuit import Circuits, counts_as_failure
 from .config import Limits, Retries
 from .forward import rewrite_links, rewrite_location, upstream_headers, upstream_url
-from .http import BodyTooLarge, Request, error_body, header
+from .http import BodyTooLarge, Request, content_length, error_body, header
 from .identity import Identities, IdentityError
 from .merge import Collection, combine, created_ids, decode_collection
 from .metrics import Metrics
@@ -150,8 +150,8 @@ class Executor:
         instead of a stream, and its links can be rewritten."""
         reply = answer.reply
         assert reply is not None
-        length = header(reply.headers, "content-length")
-        if length is None or not length.isdigit() or int(length) > INLINE_BODY:
+        length = content_length(reply.headers)
+        if length is None or length > INLINE_BODY:
             return
         try:
             body = await reply.read(INLINE_BODY)

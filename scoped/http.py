@@ -35,12 +35,26 @@ HOP_BY_HOP = frozenset(
 """Headers that describe one connection, never forwarded (RFC 9110 §7.6.1)."""
 
 
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+"""Methods whose repetition has the effect of one request (RFC 9110 §9.2.2)."""
+
+SMALL_BODY = 64 * 1024
+"""Request bodies up to this size are read at once by the front ends
+(replayable, one upstream write); larger ones stream."""
+
+
 def header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The first value of header ``name`` (lower-case), or None."""
     for k, v in headers:
         if k == name:
             return v
     return None
+
+
+def content_length(headers: Iterable[tuple[str, str]]) -> int | None:
+    """The ``Content-Length``, or None if there is none or it is not a number."""
+    value = header(headers, "content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 class BodyTooLarge(Exception):  # noqa: N818 - reads as what happened
@@ -156,7 +170,7 @@ class Request:
 
     @property
     def idempotent(self) -> bool:
-        return self.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+        return self.method in IDEMPOTENT
 
 
 @dataclass

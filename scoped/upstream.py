@@ -22,7 +22,7 @@ from typing import Protocol
 
 from .config import Timeouts
 from .h1 import Connection, ConnectionBroken
-from .http import BodyTooLarge
+from .http import IDEMPOTENT, BodyTooLarge, content_length
 
 
 class Failure(Exception):  # noqa: N818 - an outcome, as reported in X-Scope-Sites
@@ -162,7 +162,7 @@ class _Reply:
             raise RuntimeError("the answer was already released")
         # By the announced length, unless the answer is already whole (a HEAD
         # answer announces a length it does not carry).
-        length = None if conn.complete else _length(self.headers)
+        length = None if conn.complete else content_length(self.headers)
         if length is not None and length > limit:
             self.release()
             raise BodyTooLarge(limit)
@@ -249,14 +249,15 @@ class HttpUpstream:
             except ConnectionBroken as err:
                 conn.finish()
                 # A kept-alive connection the site closed while it was idle,
-                # before it read this request: send it again on a new one, as
+                # before it read this request: send it again on another, as
                 # HTTP clients do for requests that are safe to repeat
-                # (RFC 9110 §9.2.2). Only once: the next connection is fresh.
+                # (RFC 9110 §9.2.2). Bounded: each broken connection is
+                # dropped, and a fresh one is never retried.
                 if (
                     not fresh
                     and not err.answered
                     and not isinstance(body, AsyncIterator)
-                    and method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+                    and method in IDEMPOTENT
                 ):
                     continue
                 raise _broken(err) from None
@@ -324,13 +325,6 @@ class HttpUpstream:
             for conn in origin.idle:
                 conn.close()
             origin.idle.clear()
-
-
-def _length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name == "content-length":
-            return int(value) if value.isdigit() else None
-    return None
 
 
 def _broken(err: ConnectionBroken) -> Failure:

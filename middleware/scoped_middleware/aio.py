@@ -1,6 +1,7 @@
-"""The gateway served by aiohttp's own HTTP server: the fastest front end
-measured here (tests/bench/bench_gateway.py), for ``scoped gateway --server
-aiohttp``. A thin adapter like the ASGI one; no policy here.
+"""The gateway served by aiohttp's own HTTP server, for ``scoped gateway
+--server aiohttp``: kept as a measured alternative (tests/bench/bench_gateway.py:
+it costs more CPU a request than uvicorn or granian). A thin adapter like the
+ASGI one; no policy here.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from aiohttp import web
 
 from scoped.config import Config
 from scoped.gateway import Gateway
-from scoped.http import Body, Request, Response
-
-from .asgi import SMALL_BODY
+from scoped.http import SMALL_BODY, Body, Request, Response
 
 _SKIP = frozenset({"content-length", "transfer-encoding", "connection"})
 

@@ -13,15 +13,12 @@ from typing import Any
 
 from scoped.config import Config
 from scoped.gateway import Gateway
-from scoped.http import Body, Request, Response
+from scoped.http import SMALL_BODY, Body, Request, Response, content_length, header
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-SMALL_BODY = 64 * 1024
-"""Bodies up to this size are read at once (replayable, one upstream write)."""
 
 
 class ClientDisconnected(Exception):  # noqa: N818 - reads as what happened
@@ -76,16 +73,8 @@ class GatewayApp:
 
 
 async def _body(headers: tuple[tuple[str, str], ...], receive: Receive) -> Body:
-    length: int | None = None
-    chunked = False
-    for k, v in headers:
-        if k == "content-length":
-            try:
-                length = int(v)
-            except ValueError:
-                length = None
-        elif k == "transfer-encoding":
-            chunked = True
+    length = content_length(headers)
+    chunked = header(headers, "transfer-encoding") is not None
     if not chunked and not length:
         # Drain the (empty) body message so the server sees it consumed.
         return Body(b"")

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
 from scoped.config import Timeouts
-from scoped.http import BodyTooLarge
+from scoped.execute import INLINE_BODY
+from scoped.http import BodyTooLarge, content_length
 from scoped.upstream import Failure, Reply, Upstream
 
 from .bridge import Worker, WorkerGone
@@ -260,16 +261,10 @@ def _start(app: WSGIApplication, worker: Worker, environ: dict[str, Any]) -> Loc
     return reply
 
 
-EAGER_BODY = 64 * 1024
-"""Answers of the application up to this size (by Content-Length) are read
-with its status line; the core inlines bodies this small anyway."""
-
-
 def _small(headers: list[tuple[str, str]]) -> bool:
-    for name, value in headers:
-        if name == "content-length":
-            return value.isdigit() and int(value) <= EAGER_BODY
-    return False
+    """Read with the status line: the core inlines a body this small anyway."""
+    length = content_length(headers)
+    return length is not None and length <= INLINE_BODY
 
 
 class LocalReply:

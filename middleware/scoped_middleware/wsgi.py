@@ -44,7 +44,7 @@ from scoped.config import Config, load_config
 from scoped.errors import ConfigError
 from scoped.execute import SiteReport
 from scoped.gateway import EMPTY, Gateway, applied_scope
-from scoped.http import Body, Request, Response, error_response
+from scoped.http import SMALL_BODY, Body, Request, Response, error_response
 from scoped.respond import scope_headers
 from scoped.upstream import HttpUpstream
 
@@ -58,9 +58,6 @@ __all__ = ["Options", "ScopedFilter", "filter_factory", "parse_options", "shutdo
 
 LOG = logging.getLogger("scoped.wsgi")
 
-SMALL_BODY = 64 * 1024
-"""Request bodies up to this size are read at once (replayable), as the
-gateway does; larger ones stream."""
 CHUNK = 64 * 1024
 
 OPTIONS = ("config_file", "service_type", "service_root")
