@@ -159,6 +159,16 @@ def test_glance_sort_parameter_is_honoured(net: Federation, client: httpx.Client
     assert resp.json()["schema"] == "/v2/schemas/images"
 
 
+def fill(fed: Federation, kind: str, sizes: dict[str, int]) -> set[str]:
+    """Give each named site ``n`` items of ``kind``; the ids of them all."""
+    ids: set[str] = set()
+    for name, n in sizes.items():
+        items = make_items(f"{name}-{kind}", n, seed=name)
+        fed.sites[name].collection(kind).extend(items)
+        ids.update(i["id"] for i in items)
+    return ids
+
+
 def walk(
     client: httpx.Client, fed: Federation, service: str, first: str, scope: str, key: str
 ) -> tuple[list[str], int]:
@@ -193,11 +203,7 @@ def test_paging_through_fan_out_returns_every_item_once(
     fed: Federation, sizes: tuple[int, int, int], limit: int, sort: str
 ) -> None:
     fed.reset()
-    expected: set[str] = set()
-    for (name, data), n in zip(fed.sites.items(), sizes, strict=True):
-        items = make_items(f"{name}-vm", n, seed=name)
-        data.servers.extend(items)
-        expected.update(i["id"] for i in items)
+    expected = fill(fed, "servers", dict(zip(fed.sites, sizes, strict=True)))
     with httpx.Client(timeout=20) as client:
         seen, pages = walk(
             client,
@@ -218,11 +224,7 @@ def test_glance_paging_through_fan_out_returns_every_image_once(
     fed: Federation, sizes: tuple[int, int, int], limit: int
 ) -> None:
     fed.reset()
-    expected: set[str] = set()
-    for (name, data), n in zip(fed.sites.items(), sizes, strict=True):
-        items = make_items(f"{name}-img", n, seed=name)
-        data.images.extend(items)
-        expected.update(i["id"] for i in items)
+    expected = fill(fed, "images", dict(zip(fed.sites, sizes, strict=True)))
     with httpx.Client(timeout=20) as client:
         seen, _ = walk(
             client,
@@ -510,11 +512,7 @@ def test_health_metrics_and_unknown_paths(net: Federation, client: httpx.Client)
 
 
 def test_neutron_lists_merge_with_their_links(net: Federation, client: httpx.Client) -> None:
-    expected: set[str] = set()
-    for name, n in (("Berlin", 3), ("Denver", 4)):
-        items = make_items(f"{name}-net", n, seed=name)
-        net.sites[name].networks.extend(items)
-        expected.update(i["id"] for i in items)
+    expected = fill(net, "networks", {"Berlin": 3, "Denver": 4})
     seen, pages = walk(
         client, net, "network", "/v2.0/networks?limit=2", "<neutron: Berlin&Denver>", "networks"
     )
