@@ -20,6 +20,11 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 HOP_HEADER = "x-scoped-hop"
 """Marks a request one gateway forwards to another: ``<origin>><target>``.
 The receiving gateway serves it locally and never forwards it again."""
+SCOPE_HEADER = "x-scope"
+"""The scope, as text; wins over a token suffix."""
+TOKEN_HEADERS = ("x-auth-token", "x-subject-token")
+"""The token headers that may carry the scope suffix: read by the gateway,
+stripped of it for the identity service."""
 
 
 def encode_scope(text: str) -> str:

@@ -19,11 +19,10 @@ from functools import lru_cache
 
 from scoped_grammar import Scope, Site, canonical
 
-from .carry import HOP_HEADER, SUFFIX, attach, hop_value, strip
+from .carry import HOP_HEADER, SUFFIX, TOKEN_HEADERS, attach, hop_value, strip
 from .http import HOP_BY_HOP, REQUEST_ID, Request
 from .sites import Registry
 
-_TOKEN_HEADERS = ("x-auth-token", "x-subject-token")
 _SERVICE_TOKEN = "x-service-token"
 
 
@@ -52,7 +51,7 @@ def upstream_headers(
         if name == _SERVICE_TOKEN and site != registry.local and SUFFIX not in value:
             out.append((name, attach(value, _issued_at(registry.local))))
             continue
-        out.append((name, strip(value) if strip_tokens and name in _TOKEN_HEADERS else value))
+        out.append((name, strip(value) if strip_tokens and name in TOKEN_HEADERS else value))
     if not has_id:
         out.append((REQUEST_ID, req.request_id))
     if site != registry.local:

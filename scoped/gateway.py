@@ -14,7 +14,7 @@ from functools import lru_cache
 import orjson
 from scoped_grammar import STAR, Scope, ScopeError, Site, canonical, parse
 
-from .carry import HOP_HEADER, parse_hop, scope_of_token
+from .carry import HOP_HEADER, SCOPE_HEADER, parse_hop, scope_of_token
 from .circuit import Circuits, State
 from .config import Config
 from .errors import GatewayError
@@ -116,7 +116,7 @@ class Gateway:
             hop = req.header(HOP_HEADER)
             if hop is not None:
                 node, width = self._hop_node(hop), 1
-                applied = req.header("x-scope") or applied
+                applied = req.header(SCOPE_HEADER) or applied
             else:
                 scope, text = self._scope(req)
                 node, applied, width = self._plan(scope, text, req.service)
@@ -150,7 +150,7 @@ class Gateway:
 
     def _scope(self, req: Request) -> tuple[Scope, str | None]:
         """The request's scope: ``X-Scope``, else the token suffix, else none."""
-        text = req.header("x-scope")
+        text = req.header(SCOPE_HEADER)
         try:
             if text is None:
                 text = _token_scope(req)

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from scoped_grammar.errors import nearest
 from scoped_grammar.services import known_service_names, official_service_type
 
-from scoped.carry import HOP_HEADER, SUFFIX
+from scoped.carry import HOP_HEADER, SCOPE_HEADER, SUFFIX, TOKEN_HEADERS
 from scoped.config import Config, load_config
 from scoped.errors import ConfigError
 from scoped.execute import SiteReport
@@ -62,7 +62,8 @@ CHUNK = 64 * 1024
 
 OPTIONS = ("config_file", "service_type", "service_root")
 
-_HOP_ENV = "HTTP_" + HOP_HEADER.upper().replace("-", "_")
+_MARK_ENV = tuple(f"HTTP_{h.upper().replace('-', '_')}" for h in (SCOPE_HEADER, HOP_HEADER))
+_TOKEN_ENV = tuple(f"HTTP_{h.upper().replace('-', '_')}" for h in TOKEN_HEADERS)
 _SCOPE_HEADERS = ("x-scope", "x-scope-sites")
 
 
@@ -251,14 +252,11 @@ async def _handle(gateway: Gateway, origin: Origin, req: Request) -> Response:
 
 
 def _unscoped(environ: WSGIEnvironment) -> bool:
-    """No scope at all: no ``X-Scope``, no hop mark, no token suffix."""
-    if "HTTP_X_SCOPE" in environ or _HOP_ENV in environ:
+    """None of the headers the core takes a scope from (scoped.carry names
+    them): no ``X-Scope``, no hop mark, no token with a suffix."""
+    if any(key in environ for key in _MARK_ENV):
         return False
-    token = environ.get("HTTP_X_AUTH_TOKEN")
-    if token is not None and SUFFIX in token:
-        return False
-    subject = environ.get("HTTP_X_SUBJECT_TOKEN")
-    return subject is None or SUFFIX not in subject
+    return not any(SUFFIX in environ.get(key, "") for key in _TOKEN_ENV)
 
 
 def _headers(environ: WSGIEnvironment) -> tuple[tuple[str, str], ...]:
