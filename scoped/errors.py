@@ -15,6 +15,7 @@ from scoped_grammar.errors import (
 )
 
 __all__ = [
+    "EXIT_BAD_INPUT",
     "ConfigError",
     "DuplicateServiceError",
     "GatewayError",
@@ -25,6 +26,11 @@ __all__ = [
     "UnknownServiceError",
     "UnknownSiteError",
 ]
+
+
+EXIT_BAD_INPUT = 2
+"""The exit status of every scoped command (``scoped``, ``openstack scope``)
+given bad input: a bad scope, config or option; the error goes to stderr."""
 
 
 class ConfigError(ScopedError):

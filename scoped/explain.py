@@ -8,6 +8,7 @@ from typing import Any
 
 from scoped_grammar import STAR, canonical, parse
 
+from .errors import ScopedError
 from .plan import All, Call, Node, Plan, plan_scope
 
 
@@ -32,6 +33,22 @@ class Explanation:
             label = "* (every other service)" if service == STAR else service
             lines.extend(_node_lines(node, f"{label}: ", "  "))
         return "\n".join(lines)
+
+
+def site_names(value: str) -> list[str]:
+    """A site registry given as ``Berlin,Denver,Paris`` (``--sites`` of both
+    CLIs); a clear error for an empty or repeated name."""
+    names = [n.strip() for n in value.split(",")]
+    if any(not n for n in names):
+        raise ScopedError(
+            f"--sites takes site names separated by commas, as in Berlin,Denver; got {value!r}"
+        )
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ScopedError(f"--sites names {n!r} twice")
+        seen.add(n)
+    return names
 
 
 def explain(text: str, sites: Sequence[str] | None = None, home: str | None = None) -> Explanation:

@@ -34,11 +34,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_holds_the_grammar_and_every_package(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "scoped_grammar/scope.lark" in names
-    for package in ("scoped_grammar", "scoped", "scoped_middleware", "scoped_osc"):
+    for package in ("scoped_grammar", "scoped", "scoped_middleware", "scoped_osc", "scoped_cli"):
         assert f"{package}/__init__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "scoped = scoped.cli:main" in text
+    assert "scoped = scoped_cli.main:main" in text
 
 
 def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:

@@ -17,9 +17,8 @@ from typing import Any
 from osc_lib.command import command
 from scoped_grammar import ScopeError
 
-from scoped.cli import EXIT_BAD_INPUT, site_list
-from scoped.errors import ScopedError
-from scoped.explain import explain
+from scoped.errors import EXIT_BAD_INPUT, ScopedError
+from scoped.explain import explain, site_names
 
 from .scope import ClientScope, resolve
 from .setting import CONFIG_KEY, ScopeSetting, setting_from_config
@@ -62,7 +61,6 @@ class ExplainScope(command.Command):
         parser.add_argument("--json", action="store_true", help="Print one JSON object")
         parser.add_argument(
             "--sites",
-            type=site_list,
             metavar="<site,site,...>",
             help=(
                 "The site registry, in preference order: checks site names and "
@@ -76,7 +74,8 @@ class ExplainScope(command.Command):
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         try:
-            result = explain(parsed_args.scope, parsed_args.sites, parsed_args.home)
+            sites = site_names(parsed_args.sites) if parsed_args.sites is not None else None
+            result = explain(parsed_args.scope, sites, parsed_args.home)
         except ScopedError as err:
             self.app.stderr.write(f"openstack scope explain: {err}\n")
             return EXIT_BAD_INPUT

@@ -2,7 +2,8 @@
 scoped in front of every site (deploy/lab/ in the source checkout).
 
 The lab itself is the ``deploy/lab/lab`` bash script; this module finds it
-beside the package and runs it with ``LAB_DIR`` set, its output (the
+in the checkout this package runs from (``cli/scoped_cli`` -> ``deploy/lab``)
+and runs it with ``LAB_DIR`` set, its output (the
 progress lines) going straight to the terminal. A wheel install has no
 deploy/ folder: the lab needs a source checkout.
 """
@@ -16,9 +17,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-import scoped
-
-from .errors import ScopedError
+from scoped.errors import ScopedError
 
 ACTIONS = ("up", "down", "status")
 _SITE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -30,7 +29,7 @@ class LabError(ScopedError):
 
 def lab_home() -> Path:
     """deploy/lab/ of the checkout this package runs from."""
-    return Path(scoped.__file__).resolve().parents[1] / "deploy" / "lab"
+    return Path(__file__).resolve().parents[2] / "deploy" / "lab"
 
 
 def lab_script() -> Path:

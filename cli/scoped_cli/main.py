@@ -1,35 +1,29 @@
 """The ``scoped`` command. A thin adapter: it parses arguments, calls the core
-and prints; exit status 2 for bad input, with the error on stderr."""
+(or the server start-up, or the lab runner) and prints; exit status 2 for bad
+input, with the error on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .config import load_config
-from .errors import ScopedError
-from .explain import explain
+from scoped import __version__
+from scoped.config import load_config
+from scoped.errors import EXIT_BAD_INPUT, ScopedError
+from scoped.explain import explain, site_names
+
+from .serve import SERVERS, log_to_stderr, serve
 
 EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 
 
 def site_list(value: str) -> list[str]:
-    names = [n.strip() for n in value.split(",")]
-    if any(not n for n in names):
-        raise argparse.ArgumentTypeError(
-            f"--sites takes site names separated by commas, as in Berlin,Denver; got {value!r}"
-        )
-    seen: set[str] = set()
-    for n in names:
-        if n in seen:
-            raise argparse.ArgumentTypeError(f"--sites names {n!r} twice")
-        seen.add(n)
-    return names
+    try:
+        return site_names(value)
+    except ScopedError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -84,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--server",
         default="uvicorn",
-        choices=("uvicorn", "granian", "aiohttp"),
+        choices=SERVERS,
         help="ASGI server (default: uvicorn with uvloop and httptools; see the README)",
     )
     gw.set_defaults(func=_gateway)
@@ -127,73 +121,15 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    # Imported here: only this command needs a server.
-    import os  # noqa: PLC0415
-
-    from scoped_middleware.asgi import CONFIG_ENV, create_app  # noqa: PLC0415
-
     config = load_config(args.config)  # fail early, with the key at fault
-    _log_to_stderr(args.log_level)
+    log_to_stderr(args.log_level)
     host, port = args.listen
-    from .tuning import tune_gc  # noqa: PLC0415
-
-    if args.server == "granian":
-        from granian import Granian  # noqa: PLC0415
-
-        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
-        Granian(
-            "scoped_middleware.asgi:app_from_env",
-            factory=True,
-            address=host,
-            port=port,
-            interface="asgi",  # type: ignore[arg-type]
-            loop="uvloop",  # type: ignore[arg-type]
-            workers=1,
-            websockets=False,
-            log_level=args.log_level,
-        ).serve()
-        return EXIT_OK
-    if args.server == "aiohttp":
-        import uvloop  # noqa: PLC0415
-        from aiohttp import web  # noqa: PLC0415
-        from scoped_middleware.aio import create_aiohttp_app  # noqa: PLC0415
-
-        uvloop.install()
-        web.run_app(create_aiohttp_app(config), host=host, port=port, print=None, access_log=None)
-        return EXIT_OK
-    import uvicorn  # noqa: PLC0415
-
-    app = create_app(config)
-    tune_gc()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level=args.log_level,
-        server_header=False,
-        proxy_headers=False,
-        date_header=False,
-    )
+    serve(args.server, config, args.config, host, port, args.log_level)
     return EXIT_OK
 
 
-def _log_to_stderr(level: str) -> None:
-    """The gateway's own log lines (one JSON line per request on ``scoped.request``
-    at info, circuit changes at warning) on stderr, at ``--log-level``."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("scoped")
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
-
-
 def _lab(args: argparse.Namespace) -> int:
-    from .lab import run  # noqa: PLC0415
+    from .lab import run  # noqa: PLC0415 - only this command needs it
 
     return run(args.action, args.dir, getattr(args, "sites", []) or [])
 

@@ -7,10 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from scoped_cli import lab as lab_module
+from scoped_cli import main as cli
+from scoped_cli.lab import LabError, command, lab_home, lab_script
 
-from scoped import cli
-from scoped import lab as lab_module
-from scoped.lab import LabError, command, lab_home, lab_script
+from scoped.errors import EXIT_BAD_INPUT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ def test_without_deploy_lab_the_error_says_a_checkout_is_needed(
     monkeypatch.setattr(lab_module, "lab_home", lambda: tmp_path / "deploy" / "lab")
     with pytest.raises(LabError, match="source checkout"):
         lab_script()
-    assert cli.main(["lab", "up", "--dir", str(tmp_path / "lab")]) == cli.EXIT_BAD_INPUT
+    assert cli.main(["lab", "up", "--dir", str(tmp_path / "lab")]) == EXIT_BAD_INPUT
 
 
 def test_command_line_and_checks(tmp_path: Path) -> None:
