@@ -1,4 +1,6 @@
-"""How a scope travels on a request (DESIGN.md §4, §8).
+"""How a scope travels on a request, and the names of the headers it
+travels in (docs/design.md §4, §8): every header name scoped reads or
+writes is spelled here once.
 
 The client sends ``X-Scope`` and appends the scope to its token:
 ``X-Auth-Token: <token>!scope!<unpadded base64url(scope)>``. The suffix is
@@ -21,8 +23,16 @@ HOP_HEADER = "x-scoped-hop"
 """Marks a request one gateway forwards to another: ``<origin>><target>``.
 The receiving gateway serves it locally and never forwards it again."""
 SCOPE_HEADER = "x-scope"
-"""The scope, as text; wins over a token suffix."""
-TOKEN_HEADERS = ("x-auth-token", "x-subject-token")
+"""The scope, as text; wins over a token suffix. Every response carries the
+scope applied in it, completed with the answering site as ``*``."""
+SITES_HEADER = "x-scope-sites"
+"""On every response: each site tried, ``SITE=OUTCOME;t=MS``, in plan order."""
+AUTH_TOKEN = "x-auth-token"
+SUBJECT_TOKEN = "x-subject-token"
+"""The token a ``GET .../auth/tokens`` validates."""
+SERVICE_TOKEN = "x-service-token"
+"""The calling service's own token, sent beside the user's (keystonemiddleware)."""
+TOKEN_HEADERS = (AUTH_TOKEN, SUBJECT_TOKEN)
 """The token headers that may carry the scope suffix: read by the gateway,
 stripped of it for the identity service."""
 

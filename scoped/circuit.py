@@ -1,4 +1,4 @@
-"""Per-site circuit breakers (DESIGN.md §6).
+"""Per-site circuit breakers (docs/design.md §7).
 
 A site that keeps failing is known down: a ``|`` skips it at once (reported
 ``skipped``) instead of waiting a connect timeout on every request. After a
@@ -120,8 +120,7 @@ class Circuits:
         return bool(result)
 
 
-def counts_as_failure(outcome: str) -> bool:
-    """Whether an outcome (status or failure kind) says the site is unreachable."""
-    if outcome.isdigit():
-        return int(outcome) in COUNTED_STATUSES
-    return outcome != "skipped"
+def status_counts(status: int) -> bool:
+    """Whether an HTTP answer says the site is unreachable (a gateway in
+    between said so); a failure says it by its class (``Failure.counts``)."""
+    return status in COUNTED_STATUSES

@@ -19,11 +19,9 @@ from functools import lru_cache
 
 from scoped_grammar import Scope, Site, canonical
 
-from .carry import HOP_HEADER, SUFFIX, TOKEN_HEADERS, attach, hop_value, strip
+from .carry import HOP_HEADER, SERVICE_TOKEN, SUFFIX, TOKEN_HEADERS, attach, hop_value, strip
 from .http import HOP_BY_HOP, REQUEST_ID, Request
 from .sites import Registry
-
-_SERVICE_TOKEN = "x-service-token"
 
 
 @lru_cache(maxsize=64)
@@ -48,7 +46,7 @@ def upstream_headers(
             continue  # the client library sets it from the bytes
         if merging and name == "accept-encoding":
             continue  # answers to merge must come as plain JSON
-        if name == _SERVICE_TOKEN and site != registry.local and SUFFIX not in value:
+        if name == SERVICE_TOKEN and site != registry.local and SUFFIX not in value:
             out.append((name, attach(value, _issued_at(registry.local))))
             continue
         out.append((name, strip(value) if strip_tokens and name in TOKEN_HEADERS else value))

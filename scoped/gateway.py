@@ -14,20 +14,23 @@ from functools import lru_cache
 import orjson
 from scoped_grammar import STAR, Scope, ScopeError, Site, canonical, parse
 
-from .carry import HOP_HEADER, SCOPE_HEADER, parse_hop, scope_of_token
+from .answer import Answer
+from .calls import SiteCaller, is_token_path
+from .carry import AUTH_TOKEN, HOP_HEADER, SCOPE_HEADER, SUBJECT_TOKEN, parse_hop, scope_of_token
 from .circuit import Circuits, State
 from .config import Config
-from .errors import GatewayError
-from .execute import Answer, Executor
+from .errors import Failure, GatewayError
+from .execute import Executor
 from .http import Request, Response, error_response
 from .identity import Identities, IdentityError
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
 from .paging import listing_of
 from .plan import All, Call, First, Node, node_json, plan_scope
+from .policies import policy_stack
 from .respond import respond, scope_headers
 from .sites import Registry
-from .upstream import Failure, HttpUpstream, Upstream
+from .upstream import HttpUpstream, Upstream
 
 log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
@@ -50,14 +53,10 @@ class Gateway:
         self.identities = Identities(
             config, lambda site: self.metrics.token_renewals.labels(site).inc()
         )
+        send = policy_stack(self.upstream, self.circuits, config.retries, self.identities)
         self.executor = Executor(
-            self.registry,
-            self.upstream,
-            config.limits,
-            self.metrics,
-            self.circuits,
-            config.retries,
-            self.identities,
+            SiteCaller(self.registry, send, config.limits, self.metrics),
+            lambda failed, to: self.metrics.failovers.labels(failed, to).inc(),
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -250,13 +249,13 @@ def _log_request(
 def _token_scope(req: Request) -> str | None:
     # A token validation takes its scope from the token being validated: the
     # validating service's own token carries none (DESIGN.md §4).
-    if req.service == "identity" and req.path.rstrip("/").endswith("/auth/tokens"):
-        subject = req.header("x-subject-token")
+    if is_token_path(req):
+        subject = req.header(SUBJECT_TOKEN)
         if subject is not None:
             found = scope_of_token(subject)
             if found is not None:
                 return found
-    token = req.header("x-auth-token")
+    token = req.header(AUTH_TOKEN)
     return scope_of_token(token) if token is not None else None
 
 

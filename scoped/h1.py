@@ -27,7 +27,7 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
 
-class ConnectionBroken(Exception):  # noqa: N818 - reads as what happened
+class ConnectionBroken(Exception):
     """The exchange ended without a whole answer.
 
     ``answered`` tells whether any byte of the answer arrived; a reused

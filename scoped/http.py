@@ -13,6 +13,23 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from .errors import BodyTooLarge
+
+__all__ = [
+    "HOP_BY_HOP",
+    "IDEMPOTENT",
+    "SMALL_BODY",
+    "Body",
+    "BodyTooLarge",
+    "Request",
+    "Response",
+    "content_length",
+    "error_body",
+    "error_response",
+    "header",
+    "new_request_id",
+]
+
 Headers = tuple[tuple[str, str], ...]
 
 REQUEST_ID = "x-openstack-request-id"
@@ -39,8 +56,11 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 """Methods whose repetition has the effect of one request (RFC 9110 §9.2.2)."""
 
 SMALL_BODY = 64 * 1024
-"""Request bodies up to this size are read at once by the front ends
-(replayable, one upstream write); larger ones stream."""
+"""The one bound under which a body is handled in one piece: a request body
+read at once by the front ends (replayable, one upstream write), an upstream
+answer read at once by the core (one write to the client, its links
+rewritten), a site's error answer kept for the per-site report, the chunk a
+streamed body is read by. Larger bodies stream, in constant memory."""
 
 
 def header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
@@ -55,14 +75,6 @@ def content_length(headers: Iterable[tuple[str, str]]) -> int | None:
     """The ``Content-Length``, or None if there is none or it is not a number."""
     value = header(headers, "content-length")
     return int(value) if value is not None and value.isdigit() else None
-
-
-class BodyTooLarge(Exception):  # noqa: N818 - reads as what happened
-    """A body passed a size bound while being read."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"more than {limit} bytes")
-        self.limit = limit
 
 
 class Body:

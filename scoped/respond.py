@@ -1,27 +1,35 @@
-"""Answer -> the response the client gets: body, ``X-Scope``, ``X-Scope-Sites``."""
+"""Answer -> the response the client gets: body, ``X-Scope``, ``X-Scope-Sites``,
+and the wording of every error the plan's evaluation ran into."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from .execute import Answer, SiteReport
-from .http import HOP_BY_HOP, Request, Response
-from .merge import render
+from .answer import Answer, Shortfall, SiteReport, Verdict
+from .carry import SCOPE_HEADER, SITES_HEADER
+from .http import HOP_BY_HOP, Request, Response, error_body
+from .merge import created_ids, render
 from .paging import Listing
 
 _DROP_WHEN_REWRITTEN = frozenset({"content-length", "content-encoding", "etag", "content-md5"})
+_OURS = frozenset({SCOPE_HEADER, SITES_HEADER})
 
 
 def scope_headers(applied: str, reports: Sequence[SiteReport]) -> list[tuple[str, str]]:
-    out = [("x-scope", applied)]
+    out = [(SCOPE_HEADER, applied)]
     if reports:
-        out.append(("x-scope-sites", ", ".join(r.entry() for r in reports)))
+        out.append((SITES_HEADER, ", ".join(r.entry() for r in reports)))
     return out
 
 
 def respond(answer: Answer, applied: str, req: Request, listing: Listing | None) -> Response:
     """The client's response; a streamed upstream body stays streamed."""
     extra = scope_headers(applied, answer.reports)
+    if answer.shortfall is not None:
+        body = shortfall_body(answer.status, answer.shortfall, answer.reports)
+        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        return Response(answer.status, headers + extra, body)
     if answer.collection is not None and listing is not None:
         body = render(
             answer.collection,
@@ -45,11 +53,40 @@ def respond(answer: Answer, applied: str, req: Request, listing: Listing | None)
     return Response(answer.status, headers + extra, body)
 
 
+def shortfall_body(status: int, why: Shortfall, reports: Sequence[SiteReport]) -> bytes:
+    """An error body in OpenStack's shape that says what each site did, and
+    which sites kept a write that was done there."""
+    if not why.outcomes:
+        return error_body(status, why.what)
+    sites = [_site_entry(r) for r in reports]
+    for a in why.done:
+        created = created_ids(a.body)
+        if created is not None:
+            for entry in sites:
+                if entry["site"] == a.site:
+                    entry["id"] = created
+    outcomes = ", ".join(
+        f"{r.site}: {r.outcome}" + (f" ({r.detail})" if r.detail else "") for r in reports
+    )
+    message = f"{why.what}: {outcomes}" if outcomes else why.what
+    if why.why:
+        message += f"; {why.why}"
+    kept = ", ".join(a.site or "?" for a in why.done if a.verdict is Verdict.OK)
+    if kept:
+        message += f"; done at {kept}, kept (nothing was undone)"
+    return error_body(status, message, sites=sites)
+
+
+def _site_entry(r: SiteReport) -> dict[str, Any]:
+    entry: dict[str, Any] = {"site": r.site, "outcome": r.outcome, "ms": round(r.ms, 1)}
+    if r.status is not None:
+        entry["status"] = r.status
+    if r.detail:
+        entry["detail"] = r.detail
+    return entry
+
+
 def _clean(
     headers: Sequence[tuple[str, str]], drop: frozenset[str] = frozenset()
 ) -> list[tuple[str, str]]:
-    return [
-        (k, v)
-        for k, v in headers
-        if k not in HOP_BY_HOP and k not in drop and k not in ("x-scope", "x-scope-sites")
-    ]
+    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in drop and k not in _OURS]

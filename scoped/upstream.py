@@ -5,9 +5,10 @@ call takes one (or opens one within the site's connect timeout), sends the
 request, and gives the answer back unread, so the executor decides whether
 to stream it, read it for a merge, or drop it. The wire work is in
 :mod:`scoped.h1` (why not aiohttp's client: measured there). Every network
-failure becomes a :class:`Failure` of one of the kinds DESIGN.md §8 reports
-(``refused``, ``timeout``, ``reset``, ``error``), with ``sent`` telling
-whether the site may have processed the request (the non-idempotent rule).
+failure becomes one of the :class:`~scoped.errors.Failure` classes
+(:class:`Refused`, :class:`TimedOut`, :class:`Reset`, :class:`CallError`),
+in one place (:func:`_connect_failure`, :func:`_broken`), with ``sent``
+telling whether the site may have processed the request.
 """
 
 from __future__ import annotations
@@ -21,18 +22,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .config import Timeouts
+from .errors import BodyTooLarge, CallError, Failure, Refused, Reset, TimedOut
 from .h1 import Connection, ConnectionBroken
-from .http import IDEMPOTENT, BodyTooLarge, content_length
+from .http import IDEMPOTENT, content_length
 
-
-class Failure(Exception):  # noqa: N818 - an outcome, as reported in X-Scope-Sites
-    """An upstream call that got no HTTP answer."""
-
-    def __init__(self, kind: str, sent: bool, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.sent = sent
-        self.detail = detail
+__all__ = ["Failure", "HttpUpstream", "Reply", "Upstream"]
 
 
 class Reply(Protocol):
@@ -84,7 +78,7 @@ def _split(url: str) -> tuple[str, str]:
     """``http://h:1/a?b`` -> (``http://h:1``, ``/a?b``): origin and target."""
     start = url.find("://")
     if start < 0:
-        raise Failure("error", False, f"not an absolute URL: {url!r}")
+        raise CallError(f"not an absolute URL: {url!r}")
     slash = url.find("/", start + 3)
     if slash < 0:
         query = url.find("?", start + 3)
@@ -97,7 +91,7 @@ def _split(url: str) -> tuple[str, str]:
 def _origin(key: str) -> _Origin:
     scheme, _, netloc = key.partition("://")
     if scheme not in ("http", "https") or not netloc or "@" in netloc:
-        raise Failure("error", False, f"cannot call {key!r}: expected http(s)://HOST[:PORT]")
+        raise CallError(f"cannot call {key!r}: expected http(s)://HOST[:PORT]")
     tls = scheme == "https"
     host, port = netloc, 443 if tls else 80
     if netloc.startswith("["):  # [IPv6]:port
@@ -113,7 +107,7 @@ def _origin(key: str) -> _Origin:
 
 def _port(text: str, key: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise Failure("error", False, f"cannot call {key!r}: bad port {text!r}")
+        raise CallError(f"cannot call {key!r}: bad port {text!r}")
     return int(text)
 
 
@@ -140,11 +134,11 @@ def _head(
     breaks = len(lines) - 1
     if text.count("\n") != breaks or text.count("\r") != breaks:
         # A line break inside a value would split it into a header of its own.
-        raise Failure("error", False, "a header or the path holds a line break; not sent")
+        raise CallError("a header or the path holds a line break; not sent")
     try:
         return (text + "\r\n\r\n").encode("latin-1"), chunked
     except UnicodeEncodeError:
-        raise Failure("error", False, "a header or the path is not Latin-1; not sent") from None
+        raise CallError("a header or the path is not Latin-1; not sent") from None
 
 
 class _Reply:
@@ -225,7 +219,7 @@ class HttpUpstream:
             try:
                 await asyncio.wait_for(self._limit.acquire(), timeouts.connect)
             except TimeoutError:
-                raise Failure("error", False, "too many upstream calls in flight") from None
+                raise CallError("too many upstream calls in flight") from None
         else:
             await self._limit.acquire()
         try:
@@ -297,16 +291,8 @@ class HttpUpstream:
                 ),
                 timeout,
             )
-        except asyncio.TimeoutError:
-            raise Failure("timeout", False, "no connection within the connect timeout") from None
-        except socket.gaierror as err:
-            raise Failure("error", False, f"name resolution failed ({err})") from None
-        except ssl.SSLError as err:
-            raise Failure("error", False, f"TLS handshake failed ({err})") from None
-        except OSError as err:
-            if err.errno == errno.ECONNREFUSED:
-                raise Failure("refused", False, "connection refused") from None
-            raise Failure("error", False, str(err)) from None
+        except (asyncio.TimeoutError, OSError) as err:
+            raise _connect_failure(err) from None
         return conn
 
     def release(self, conn: Connection) -> None:
@@ -327,7 +313,21 @@ class HttpUpstream:
             origin.idle.clear()
 
 
+def _connect_failure(err: BaseException) -> Failure:
+    """What a failed connect says: nothing was sent."""
+    if isinstance(err, asyncio.TimeoutError):
+        return TimedOut("no connection within the connect timeout")
+    if isinstance(err, socket.gaierror):
+        return CallError(f"name resolution failed ({err})")
+    if isinstance(err, ssl.SSLError):
+        return CallError(f"TLS handshake failed ({err})")
+    if isinstance(err, OSError) and err.errno == errno.ECONNREFUSED:
+        return Refused("connection refused")
+    return CallError(str(err))
+
+
 def _broken(err: ConnectionBroken) -> Failure:
+    """What an exchange that broke says: the site may have processed it."""
     if err.timed_out:
-        return Failure("timeout", True, err.detail)
-    return Failure("reset", True, err.detail)
+        return TimedOut(err.detail, sent=True)
+    return Reset(err.detail, sent=True)

@@ -23,14 +23,16 @@ from typing import Any
 
 from scoped_grammar import STAR, Scope, ScopeError, Site, canonical, parse
 
+from scoped import carry
 from scoped.carry import SUFFIX, attach, encode_scope
 
 from .setting import CONFIG_KEY, ScopeSetting, setting_from_config
 
-SCOPE_HEADER = "X-Scope"
-"""The header naming the canonical scope of a request (DESIGN.md §4)."""
+SCOPE_HEADER = carry.SCOPE_HEADER.title()
+"""``X-Scope``: the canonical scope of a request (docs/design.md §4), in the
+casing keystoneauth's own headers use."""
 
-TOKEN_HEADER = "X-Auth-Token"
+TOKEN_HEADER = carry.AUTH_TOKEN.title()
 
 ScopeLike = str | Scope | Mapping[str, str]
 """What callers may pass as a scope: text in any surface form, a parsed

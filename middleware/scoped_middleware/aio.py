@@ -60,7 +60,7 @@ async def _body(request: web.Request) -> Body:
     length = request.content_length
     if length is not None and length <= SMALL_BODY:
         return Body(await request.read())
-    return Body(None, request.content.iter_chunked(64 * 1024), length)
+    return Body(None, request.content.iter_chunked(SMALL_BODY), length)
 
 
 async def _send(request: web.Request, resp: Response) -> web.StreamResponse:

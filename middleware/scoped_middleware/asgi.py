@@ -21,7 +21,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class ClientDisconnected(Exception):  # noqa: N818 - reads as what happened
+class ClientDisconnected(Exception):
     pass
 
 

@@ -28,6 +28,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from scoped.errors import ScopedError
+
 T = TypeVar("T")
 LOG = logging.getLogger("scoped.wsgi")
 
@@ -116,8 +118,9 @@ def stop_loop_thread() -> None:
         found.stop()
 
 
-class WorkerGone(RuntimeError):  # noqa: N818 - reads as what happened
-    """Blocking work was handed to a request thread that is done."""
+class WorkerGone(ScopedError):
+    """Blocking work was handed to a request thread that is done (the
+    in-process upstream turns it into a ``CallError`` for the site's report)."""
 
 
 class Worker:

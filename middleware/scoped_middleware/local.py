@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
 from scoped.config import Timeouts
-from scoped.execute import INLINE_BODY
-from scoped.http import BodyTooLarge, content_length
-from scoped.upstream import Failure, Reply, Upstream
+from scoped.errors import CallError, Reset
+from scoped.http import SMALL_BODY, BodyTooLarge, content_length
+from scoped.upstream import Reply, Upstream
 
 from .bridge import Worker, WorkerGone
 
@@ -87,12 +87,12 @@ class SiteUpstream:
                 # The core's health probe of this site (circuit breaker):
                 # the application lives in this very process, so it is up.
                 return _Up()
-            raise Failure("error", False, "no WSGI request is in progress for an in-process call")
+            raise CallError("no WSGI request is in progress for an in-process call")
         environ = _environ(origin, method, url[len(LOCAL_URL) :], headers, body)
         try:
             return await origin.worker.call(lambda: _start(self.app, origin.worker, environ))
         except WorkerGone as err:
-            raise Failure("error", False, str(err)) from None
+            raise CallError(str(err)) from None
 
     async def close(self) -> None:
         await self.remote.close()
@@ -236,7 +236,7 @@ def _start(app: WSGIApplication, worker: Worker, environ: dict[str, Any]) -> Loc
         result = app(environ, start_response)
     except Exception as err:
         LOG.exception("scoped: the wrapped application failed")
-        raise Failure("error", True, f"the application raised {type(err).__name__}") from None
+        raise CallError(f"the application raised {type(err).__name__}", sent=True) from None
     reply = LocalReply(worker, result, written)
     worker.at_finish(reply.close_now)
     try:
@@ -250,7 +250,7 @@ def _start(app: WSGIApplication, worker: Worker, environ: dict[str, Any]) -> Loc
         raise
     if not started:
         reply.close_now()
-        raise Failure("error", True, "the application answered without calling start_response")
+        raise CallError("the application answered without calling start_response", sent=True)
     status, headers = started[0]
     reply.status = int(status.split(" ", 1)[0])
     reply.headers = [(k.lower(), v) for k, v in headers]
@@ -264,7 +264,7 @@ def _start(app: WSGIApplication, worker: Worker, environ: dict[str, Any]) -> Loc
 def _small(headers: list[tuple[str, str]]) -> bool:
     """Read with the status line: the core inlines a body this small anyway."""
     length = content_length(headers)
-    return length is not None and length <= INLINE_BODY
+    return length is not None and length <= SMALL_BODY
 
 
 class LocalReply:
@@ -306,9 +306,7 @@ class LocalReply:
             except Exception as err:
                 self.close_now()
                 LOG.exception("scoped: the wrapped application failed while answering")
-                raise Failure(
-                    "reset", True, f"the application raised {type(err).__name__}"
-                ) from None
+                raise Reset(f"the application raised {type(err).__name__}", sent=True) from None
             if chunk:
                 self._ahead.append(chunk)
 

@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 from scoped_grammar.errors import nearest
 from scoped_grammar.services import known_service_names, official_service_type
 
-from scoped.carry import HOP_HEADER, SCOPE_HEADER, SUFFIX, TOKEN_HEADERS
+from scoped.answer import SiteReport
+from scoped.carry import HOP_HEADER, SCOPE_HEADER, SITES_HEADER, SUFFIX, TOKEN_HEADERS
 from scoped.config import Config, load_config
 from scoped.errors import ConfigError
-from scoped.execute import SiteReport
 from scoped.gateway import EMPTY, Gateway, applied_scope
 from scoped.http import SMALL_BODY, Body, Request, Response, error_response
 from scoped.respond import scope_headers
@@ -58,13 +58,12 @@ __all__ = ["Options", "ScopedFilter", "filter_factory", "parse_options", "shutdo
 
 LOG = logging.getLogger("scoped.wsgi")
 
-CHUNK = 64 * 1024
 
 OPTIONS = ("config_file", "service_type", "service_root")
 
 _MARK_ENV = tuple(f"HTTP_{h.upper().replace('-', '_')}" for h in (SCOPE_HEADER, HOP_HEADER))
 _TOKEN_ENV = tuple(f"HTTP_{h.upper().replace('-', '_')}" for h in TOKEN_HEADERS)
-_SCOPE_HEADERS = ("x-scope", "x-scope-sites")
+_SCOPE_HEADERS = (SCOPE_HEADER, SITES_HEADER)
 
 
 @dataclass(frozen=True)
@@ -320,7 +319,7 @@ async def _input_stream(worker: Worker, stream: Any, length: int | None) -> Asyn
     """The client's body, read on the request thread as the core pulls it."""
     left = length
     while left is None or left > 0:
-        size = CHUNK if left is None else min(CHUNK, left)
+        size = SMALL_BODY if left is None else min(SMALL_BODY, left)
         chunk: bytes = await worker.call(functools.partial(stream.read, size))
         if not chunk:
             return

@@ -15,7 +15,8 @@ from scoped.carry import attach
 from scoped.config import Timeouts, parse_config
 from scoped.gateway import Gateway
 from scoped.http import Body, Request
-from scoped.upstream import Failure, HttpUpstream, Reply
+from scoped.errors import Refused
+from scoped.upstream import HttpUpstream, Reply
 from tests.federation import DOWN, Federation, federation
 from tests.federation import scope_sites as outcomes
 from tests.standin import SiteData, make_items, serve_in_thread
@@ -268,7 +269,7 @@ class FlakyUpstream:
     async def send(self, method: str, url: str, headers: Any, body: Any, t: Timeouts) -> Reply:
         self.calls += 1
         if self.calls <= self.refusals:
-            raise Failure("refused", False, "connection refused (injected)")
+            raise Refused("connection refused (injected)")
         return await self.real.send(method, url, headers, body, t)
 
     async def close(self) -> None:

@@ -1,0 +1,153 @@
+"""One plan leaf: the request sent to one site and its answer made ready for
+the plan.
+
+The call is addressed (:mod:`scoped.forward`), sent through the per-site
+policies (:mod:`scoped.policies`), observed (metrics), and its answer shaped
+for what the plan does with it: read whole for a merge, a small body read at
+once (one write to the client, its links pointed back here), a large one
+left unread, to be streamed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from .answer import Answer, Shortfall, SiteReport, Verdict, verdict_of
+from .config import Limits
+from .errors import BodyTooLarge, CallError, Failure
+from .forward import rewrite_links, rewrite_location, upstream_headers, upstream_url
+from .http import SMALL_BODY, Request, content_length, header
+from .metrics import Metrics
+from .paging import Listing, site_query
+from .policies import Send, SiteCall
+from .sites import Registry
+
+_JSON_TYPES = ("application/json", "application/problem+json")
+
+
+def is_json(headers: Sequence[tuple[str, str]]) -> bool:
+    ctype = header(headers, "content-type")
+    if ctype is None:
+        return False
+    base = ctype.split(";", 1)[0].strip().lower()
+    return base in _JSON_TYPES or base.endswith("+json")
+
+
+def is_token_path(req: Request) -> bool:
+    """Keystone's ``.../auth/tokens``: about the token in ``X-Subject-Token``."""
+    return req.service == "identity" and req.path.rstrip("/").endswith("/auth/tokens")
+
+
+def is_token_validation(req: Request) -> bool:
+    """``GET``/``HEAD .../auth/tokens``: validates ``X-Subject-Token``."""
+    return req.method in ("GET", "HEAD") and is_token_path(req)
+
+
+class SiteCaller:
+    """Calls one site for a request, through the policy stack."""
+
+    def __init__(self, registry: Registry, send: Send, limits: Limits, metrics: Metrics) -> None:
+        self.registry = registry
+        self.send = send
+        self.limits = limits
+        self.metrics = metrics
+
+    def _observe(self, req: Request, report: SiteReport) -> SiteReport:
+        m = self.metrics
+        m.upstream.inc(report.site, req.service, report.outcome)
+        m.upstream_seconds.observe(report.ms / 1000, report.site)
+        return report
+
+    def _failed(
+        self, req: Request, site: str, err: Failure, ms: float, safe: bool = False
+    ) -> Answer:
+        report = self._observe(req, SiteReport(site, err.outcome, ms, err.detail))
+        return Answer(Verdict.FAILED, 502, reports=[report], site=site, safe=safe)
+
+    async def __call__(
+        self, site: str, req: Request, listing: Listing | None, merging: bool
+    ) -> Answer:
+        query = req.query if listing is None else site_query(req.query, listing, site)
+        if query is None:  # this site has nothing more for this listing
+            return Answer(Verdict.ABSENT, 404, site=site)
+        registry = self.registry
+        url = upstream_url(req, registry, site, query)
+        if url is None:
+            detail = f"site {site!r} has no endpoint for service {req.service!r}"
+            return self._failed(req, site, CallError(detail), 0.0, safe=True)
+        call = SiteCall(
+            site,
+            req.method,
+            url,
+            upstream_headers(req, registry, site, merging),
+            req.body,
+            registry.timeouts(site),
+            validates_token=site != registry.local and is_token_validation(req),
+        )
+        start = time.perf_counter()
+        try:
+            reply = await self.send(call)
+        except Failure as err:
+            ms = (time.perf_counter() - start) * 1000
+            return self._failed(req, site, err, ms, safe=not err.sent)
+        status = reply.status
+        base = registry.endpoint(site, req.service) or ""
+        answer = Answer(
+            verdict_of(status),
+            status,
+            rewrite_location(reply.headers, base, req.entry_url),
+            site=site,
+            reply=reply,
+        )
+        answer.safe = status in (404, 503)
+        if req.method == "HEAD":
+            pass  # no body to read, merge or report
+        elif merging and answer.verdict is Verdict.OK and is_json(reply.headers):
+            try:
+                body = await reply.read(self.limits.max_merge_bytes)
+            except BodyTooLarge as err:
+                ms = (time.perf_counter() - start) * 1000
+                detail = f"its answer is larger than the merge limit ({err.limit} bytes)"
+                return self._failed(req, site, CallError(detail, sent=True), ms)
+            except Failure as err:
+                ms = (time.perf_counter() - start) * 1000
+                return self._failed(req, site, err, ms)
+            answer.body = rewrite_links(body, base, req.entry_url)
+            answer.reply = None
+        elif merging and answer.verdict is not Verdict.OK:
+            # Keep error bodies small and readable for the per-site report.
+            try:
+                answer.body = await reply.read(SMALL_BODY)
+            except Failure:
+                answer.body = None
+            answer.reply = None
+        ms = (time.perf_counter() - start) * 1000
+        answer.reports = [self._observe(req, SiteReport(site, str(status), ms, status=status))]
+        return answer
+
+    async def inline_small_body(self, answer: Answer, req: Request) -> None:
+        """Read a small body (by Content-Length) now: one write to the client
+        instead of a stream, and its links can be rewritten."""
+        reply = answer.reply
+        assert reply is not None
+        length = content_length(reply.headers)
+        if length is None or length > SMALL_BODY:
+            return
+        try:
+            body = await reply.read(SMALL_BODY)
+        except Failure as err:
+            answer.verdict, answer.status = Verdict.FAILED, 502
+            answer.headers = []
+            answer.reply = None
+            answer.shortfall = _broke_off(answer.site, err)
+            return
+        answer.reply = None
+        if answer.site is not None and is_json(reply.headers):
+            base = self.registry.endpoint(answer.site, req.service) or ""
+            body = rewrite_links(body, base, req.entry_url)
+        answer.body = body
+
+
+def _broke_off(site: str | None, err: Failure) -> Shortfall:
+    return Shortfall(f"site {site!r} broke off its answer: {err}", outcomes=False)

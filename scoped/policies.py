@@ -1,0 +1,189 @@
+"""Per-site policies, each a layer over one seam: ``send(SiteCall) -> Reply``.
+
+Like httpx's ``send`` over auth, redirects and the single request, every
+call to a site goes through the same stack, outermost first::
+
+    CircuitBreaking   skip a site known down; count what says "not there"
+    ServiceTokens     a token validated at another site's Keystone carries
+                      this gateway's service token there (renewed on a 401)
+    Retrying          a refused connection of a repeatable request, again
+    Transport         the :class:`~scoped.upstream.Upstream`: one HTTP exchange
+
+Each layer raises :class:`~scoped.errors.Failure` subclasses and decides on
+their properties (``retryable``, ``counts``, ``sent``), never on strings.
+The executor sees only the top of the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from .carry import AUTH_TOKEN
+from .circuit import Circuits, status_counts
+from .config import Retries, Timeouts
+from .errors import CallError, Failure, Skipped
+from .http import IDEMPOTENT, Body
+from .identity import Identities, IdentityError
+from .upstream import Reply, Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCall:
+    """One request to one site, addressed and ready to send."""
+
+    site: str
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: Body
+    timeouts: Timeouts
+    validates_token: bool = False
+    """A token validation sent to another site's Keystone (docs/design.md §5)."""
+
+
+Send = Callable[[SiteCall], Awaitable[Reply]]
+
+
+class Transport:
+    """The bottom of the stack: one exchange over the upstream client."""
+
+    __slots__ = ("upstream",)
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def __call__(self, call: SiteCall) -> Awaitable[Reply]:
+        return self.upstream.send(
+            call.method, call.url, call.headers, call.body.payload(), call.timeouts
+        )
+
+
+class Retrying:
+    """A refused connection of an idempotent request is tried again: the site
+    surely did nothing, and a restarting service may accept the next one.
+    Bounded tries, jittered exponential backoff, within the total timeout;
+    never after a timeout (on a cut link that only doubles the wait) nor once
+    the request may have been processed."""
+
+    __slots__ = ("circuits", "inner", "retries")
+
+    def __init__(self, inner: Send, retries: Retries, circuits: Circuits) -> None:
+        self.inner = inner
+        self.retries = retries
+        self.circuits = circuits
+
+    async def __call__(self, call: SiteCall) -> Reply:
+        try:
+            # The first try outside tenacity: the common case pays nothing for it.
+            return await self.inner(call)
+        except Failure as err:
+            if self.retries.attempts < 2 or not _retryable(call, err):
+                raise
+            got = err
+        backoff = self.retries.backoff
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries.attempts - 1)
+            | stop_after_delay(call.timeouts.total),
+            wait=wait_random_exponential(multiplier=backoff, max=backoff * 8),
+            retry=retry_if_exception(lambda e: isinstance(e, Failure) and _retryable(call, e)),
+            reraise=True,
+        )
+        await asyncio.sleep(random.uniform(0, backoff))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if not self.circuits.allow(call.site):
+                        # The circuit opened meanwhile (or holds its one trial,
+                        # this call): what the call got stands, and counts.
+                        raise _Stop
+                    return await self.inner(call)
+        except _Stop:
+            raise got from None
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+
+class _Stop(Exception):
+    """Ends the retries; not a Failure, so tenacity does not retry it."""
+
+
+def _retryable(call: SiteCall, err: Failure) -> bool:
+    return err.retryable and not err.sent and call.method in IDEMPOTENT
+
+
+class ServiceTokens:
+    """A token validation sent to another site's Keystone goes with this
+    gateway's service token there: the validating service's own token comes
+    from its local Keystone, which that site does not know. Renewed once on
+    a 401."""
+
+    __slots__ = ("identities", "inner")
+
+    def __init__(self, inner: Send, identities: Identities) -> None:
+        self.inner = inner
+        self.identities = identities
+
+    async def __call__(self, call: SiteCall) -> Reply:
+        if not call.validates_token or not self.identities.has(call.site):
+            return await self.inner(call)
+        for attempt in (1, 2):
+            try:
+                token = await self.identities.service_token(call.site)
+            except IdentityError as err:
+                raise CallError(str(err)) from None
+            headers = [(k, v) for k, v in call.headers if k != AUTH_TOKEN]
+            headers.append((AUTH_TOKEN, token))
+            reply = await self.inner(
+                SiteCall(call.site, call.method, call.url, headers, call.body, call.timeouts, True)
+            )
+            if reply.status != 401 or attempt == 2:
+                return reply
+            reply.release()
+            self.identities.invalidate(call.site)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class CircuitBreaking:
+    """A site whose circuit is open is not tried (:class:`Skipped`); every
+    outcome is counted: a failure that says "not there" (or a 502/503/504
+    from a gateway in between) towards opening, anything else closes it."""
+
+    __slots__ = ("circuits", "inner")
+
+    def __init__(self, inner: Send, circuits: Circuits) -> None:
+        self.inner = inner
+        self.circuits = circuits
+
+    async def __call__(self, call: SiteCall) -> Reply:
+        if not self.circuits.allow(call.site):
+            raise Skipped("skipped: its circuit is open (it failed recently)")
+        try:
+            reply = await self.inner(call)
+        except Failure as err:
+            self.circuits.record(call.site, not err.counts)
+            raise
+        self.circuits.record(call.site, not status_counts(reply.status))
+        return reply
+
+
+def policy_stack(
+    upstream: Upstream,
+    circuits: Circuits,
+    retries: Retries,
+    identities: Identities | None = None,
+) -> Send:
+    """The stack every site call goes through, outermost first."""
+    send: Send = Retrying(Transport(upstream), retries, circuits)
+    if identities is not None:
+        send = ServiceTokens(send, identities)
+    return CircuitBreaking(send, circuits)
