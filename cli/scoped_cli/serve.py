@@ -19,6 +19,7 @@ SERVERS = ("uvicorn", "granian", "aiohttp")
 """``--server`` choices; uvicorn (with uvloop and httptools) is the default:
 the lowest added latency at one request in flight (README, "Speed")."""
 
+
 class ServerNotInstalledError(ScopedError):
     """The server asked for is not installed."""
 

@@ -77,7 +77,7 @@ def _expr(x: Expr | _Leaf) -> Expr:
     return x.expr if isinstance(x, _Leaf) else x
 
 
-class _Located(Exception):  # noqa: N818 - internal carrier, never escapes
+class _Located(Exception):
     """A ScopeError raised inside the transformer, before the text is at hand."""
 
     def __init__(self, error: type[ScopeError], message: str, pos: int, **kw: Any) -> None:
