@@ -40,7 +40,11 @@ class Limits:
     max_fanout: int = 256
     """Most sites one request may be sent to."""
     max_concurrency: int = 1024
-    """Most upstream calls in flight at once, over all requests."""
+    """Most upstream calls at once, over all requests, between sending a
+    request and the head of its answer; an answer's body streaming to a
+    client is not counted (its pace is the client's, bounded by the total
+    timeout). A call that waits longer than its connect timeout for a place
+    fails (``error``: too many upstream calls in flight)."""
     max_merge_bytes: int = 16 * 1024 * 1024
     """Largest body read from one site to be merged."""
     max_replay_bytes: int = 4 * 1024 * 1024

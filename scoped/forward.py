@@ -23,6 +23,10 @@ from .carry import HOP_HEADER, SERVICE_TOKEN, SUFFIX, TOKEN_HEADERS, attach, hop
 from .http import HOP_BY_HOP, REQUEST_ID, Request
 from .sites import Registry
 
+_NOT_FORWARDED = HOP_BY_HOP | {HOP_HEADER, REQUEST_ID}
+"""Connection headers, the hop mark (set anew) and the request id (sent as
+checked: :attr:`Request.request_id`)."""
+
 
 @lru_cache(maxsize=64)
 def _issued_at(site: str) -> str:
@@ -36,12 +40,9 @@ def upstream_headers(
     """The headers to send to ``site`` for ``req``."""
     strip_tokens = req.service == "identity" and site == registry.local
     out: list[tuple[str, str]] = []
-    has_id = False
     for name, value in req.headers:
-        if name in HOP_BY_HOP or name == HOP_HEADER:
+        if name in _NOT_FORWARDED:
             continue
-        if name == REQUEST_ID:
-            has_id = True
         if name == "content-length" and req.body.replayable:
             continue  # the client library sets it from the bytes
         if merging and name == "accept-encoding":
@@ -50,8 +51,7 @@ def upstream_headers(
             out.append((name, attach(value, _issued_at(registry.local))))
             continue
         out.append((name, strip(value) if strip_tokens and name in TOKEN_HEADERS else value))
-    if not has_id:
-        out.append((REQUEST_ID, req.request_id))
+    out.append((REQUEST_ID, req.request_id))
     if site != registry.local:
         out.append((HOP_HEADER, hop_value(registry.local, site)))
     return out

@@ -19,9 +19,9 @@ from .calls import SiteCaller, is_token_path
 from .carry import AUTH_TOKEN, HOP_HEADER, SCOPE_HEADER, SUBJECT_TOKEN, parse_hop, scope_of_token
 from .circuit import Circuits, State
 from .config import Config
-from .errors import Failure, GatewayError
+from .errors import ClientDisconnected, Failure, GatewayError
 from .execute import Executor
-from .http import Request, Response, error_response
+from .http import REQUEST_ID, Request, Response, error_response
 from .identity import Identities, IdentityError
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
@@ -129,7 +129,15 @@ class Gateway:
             resp = respond(answer, applied, req, listing)
         except GatewayError as err:
             resp = error_response(err.status, err.message)
+            resp.headers.append((REQUEST_ID, req.request_id))
             resp.headers.extend(scope_headers(applied, ()))
+        except ClientDisconnected:
+            # Nobody is left to read an answer; this one is for the log and
+            # the metrics (499, as nginx counts it). The upstream call that
+            # was sending the body was closed with its connection.
+            message = "the client closed its connection before its request was sent whole"
+            resp = error_response(499, message)
+            resp.headers.append((REQUEST_ID, req.request_id))
         self.metrics.requests.inc(req.service, req.method, _STATUS_CLASS[resp.status // 100])
         if request_log.isEnabledFor(logging.INFO):
             _log_request(req, resp, applied, node, answer, started)

@@ -8,6 +8,7 @@ allowed, as ASGI and WSGI both give them.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,9 @@ __all__ = [
 Headers = tuple[tuple[str, str], ...]
 
 REQUEST_ID = "x-openstack-request-id"
+_REQUEST_ID_FORMAT = re.compile(r"req-[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}")
+"""What oslo.middleware accepts as an incoming (global) request id; anything
+else is not passed on to the sites."""
 
 HOP_BY_HOP = frozenset(
     {
@@ -103,10 +107,6 @@ class Body:
     def replayable(self) -> bool:
         return self.data is not None
 
-    @property
-    def empty(self) -> bool:
-        return self.data == b""
-
     async def buffer(self, limit: int) -> bool:
         """Read a stream into memory if it is at most ``limit`` bytes.
 
@@ -170,14 +170,18 @@ class Request:
 
     @property
     def request_id(self) -> str:
-        """The client's ``X-OpenStack-Request-Id``, else one made up for this
-        request; every upstream call carries it, so one id follows the request
-        across sites."""
+        """The client's ``X-OpenStack-Request-Id`` if it is well formed
+        (``req-`` and a UUID, as oslo.middleware checks), else one made up for
+        this request; every upstream call and every error the gateway answers
+        itself carries it, so one id follows the request across sites."""
         # Kept in the instance's __dict__ (a frozen dataclass blocks only
         # __setattr__): functools.cached_property takes a lock on 3.11.
         found: str | None = self.__dict__.get("_request_id")
         if found is None:
-            found = self.__dict__["_request_id"] = self.header(REQUEST_ID) or new_request_id()
+            given = self.header(REQUEST_ID)
+            if given is None or not _REQUEST_ID_FORMAT.fullmatch(given):
+                given = new_request_id()
+            found = self.__dict__["_request_id"] = given
         return found
 
     @property
@@ -209,6 +213,7 @@ TITLES = {
     404: "Not Found",
     413: "Request Entity Too Large",
     421: "Misdirected Request",
+    499: "Client Closed Request",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",

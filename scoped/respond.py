@@ -8,7 +8,7 @@ from typing import Any
 
 from .answer import Answer, Shortfall, SiteReport, Verdict
 from .carry import SCOPE_HEADER, SITES_HEADER
-from .http import HOP_BY_HOP, Request, Response, error_body
+from .http import HOP_BY_HOP, REQUEST_ID, Request, Response, error_body
 from .merge import created_ids, render
 from .paging import Listing
 
@@ -28,7 +28,11 @@ def respond(answer: Answer, applied: str, req: Request, listing: Listing | None)
     extra = scope_headers(applied, answer.reports)
     if answer.shortfall is not None:
         body = shortfall_body(answer.status, answer.shortfall, answer.reports)
-        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            (REQUEST_ID, req.request_id),
+        ]
         return Response(answer.status, headers + extra, body)
     if answer.collection is not None and listing is not None:
         body = render(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .config import Config, SiteConfig, Timeouts
+from .config import Config, Timeouts
 
 
 class Registry:
@@ -41,9 +41,6 @@ class Registry:
         # shortcut when no longer prefix starts with it.
         longer = {p.split("/")[1] for p, _ in routes if p.count("/") > 1}
         self._heads = {p: s for p, s in routes if p.count("/") == 1 and p[1:] not in longer}
-
-    def site(self, name: str) -> SiteConfig:
-        return self.config.sites[name]
 
     def timeouts(self, name: str) -> Timeouts:
         return self.config.sites[name].timeouts

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from scoped.config import Config
+from scoped.errors import ClientDisconnected
 from scoped.gateway import Gateway
 from scoped.http import SMALL_BODY, Body, Request, Response, content_length, header
 
@@ -19,10 +20,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 class GatewayApp:
@@ -59,7 +56,10 @@ class GatewayApp:
             return
         service, prefix, rest = route
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-        body = await _body(headers, receive)
+        try:
+            body = await _body(headers, receive)
+        except ClientDisconnected:
+            return  # gone while sending a small body: nobody to answer
         req = Request(
             method=scope["method"],
             service=service,
@@ -76,8 +76,7 @@ async def _body(headers: tuple[tuple[str, str], ...], receive: Receive) -> Body:
     length = content_length(headers)
     chunked = header(headers, "transfer-encoding") is not None
     if not chunked and not length:
-        # Drain the (empty) body message so the server sees it consumed.
-        return Body(b"")
+        return Body(b"")  # no body: its empty message is left unread, which ASGI allows
     if length is not None and length <= SMALL_BODY:
         data = b"".join([chunk async for chunk in _stream(receive)])
         return Body(data)

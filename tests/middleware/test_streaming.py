@@ -127,3 +127,36 @@ def test_300_mib_up_and_down_in_constant_memory(
         growth = peak_rss(pid) - before[name]
         print(f"{name} gateway peak RSS growth for 300 MiB up + down: {growth / 2**20:.1f} MiB")
         assert growth < MAX_GROWTH
+
+
+def test_a_client_gone_mid_upload_leaves_both_gateways_serving(
+    pair: tuple[str, dict[str, int], SiteData],
+) -> None:
+    """A client that sends part of a streamed body and closes: the upstream
+    call ends with it (the site never records an upload), and the gateways
+    keep serving."""
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    base, pids, denver = pair
+    image = make_items("cut", 1, seed="C")[0]
+    denver.images.append(image)
+    parts = urlsplit(base)
+    head = (
+        f"PUT /image/v2/images/{image['id']}/file HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "X-Scope: <glance: Denver>\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {64 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head.encode() + PATTERN * (1024 * 1024 // len(PATTERN)))
+        time.sleep(0.3)  # the gateways are streaming it to Denver's glance
+    with httpx.Client(timeout=30) as client:
+        for _ in range(50):  # bounded: the cut reaches Denver within a few seconds
+            if not any(r.image_id == image["id"] for r in denver.uploads):
+                break
+            time.sleep(0.1)
+        listed = client.get(f"{base}/image/v2/images", headers={"X-Scope": "<glance: Denver>"})
+    assert listed.status_code == 200
+    assert not any(r.image_id == image["id"] for r in denver.uploads), "no upload was recorded"
+    for pid in pids.values():
+        assert Path(f"/proc/{pid}").exists(), "a gateway died"

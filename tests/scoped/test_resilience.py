@@ -13,9 +13,9 @@ import pytest
 
 from scoped.carry import attach
 from scoped.config import Timeouts, parse_config
+from scoped.errors import Refused
 from scoped.gateway import Gateway
 from scoped.http import Body, Request
-from scoped.errors import Refused
 from scoped.upstream import HttpUpstream, Reply
 from tests.federation import DOWN, Federation, federation
 from tests.federation import scope_sites as outcomes

@@ -548,3 +548,43 @@ def test_many_calls_over_connections_that_close_now_and_then() -> None:
     assert wrong == 0
     assert idle <= 32
     assert connections > 32  # the site did close connections: they were replaced
+
+
+def test_past_max_concurrency_a_call_waits_at_most_its_connect_timeout() -> None:
+    """max_concurrency bounds the calls awaiting an answer's head: one more
+    waits for a place within its connect timeout, then fails as an error
+    that says why (nothing was sent); a place freed lets the next one go."""
+    release = asyncio.Event()
+
+    async def main() -> tuple[Failure, int, int]:
+        sites: list[Site] = []
+
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await sites[0].read_request(reader)
+                await release.wait()
+                writer.write(ok(b"done"))
+                await writer.drain()
+
+        async with Site(slow) as site:
+            sites.append(site)
+            up = HttpUpstream(max_concurrency=1)
+            first = asyncio.create_task(up.send("GET", site.url + "/a", (), None, FAST))
+            await asyncio.sleep(0.05)
+            quick = Timeouts(connect=0.1, total=1.0)
+            with pytest.raises(Failure) as caught:
+                await up.send("GET", site.url + "/b", (), None, quick)
+            release.set()
+            reply = await first
+            assert await reply.read(100) == b"done"
+            after = await up.send("GET", site.url + "/c", (), None, FAST)
+            status = after.status
+            after.release()
+            await up.close()
+            return caught.value, len(site.requests), status
+
+    err, requests, status = run(main())
+    assert (err.kind, err.sent) == ("error", False)
+    assert "too many upstream calls in flight" in err.detail
+    assert requests == 2, "the call past the bound never reached the site"
+    assert status == 200

@@ -1,0 +1,352 @@
+"""The core through its own seam: real Gateway, Executor and policies over an
+in-memory upstream (scoped.memory), no sockets. Merge, paging, failover and
+verdicts, fast and deterministic; the wire is tested in test_upstream.py and
+through real gateways in test_gateway.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+import pytest
+
+from scoped.config import parse_config
+from scoped.errors import Refused, Reset
+from scoped.gateway import Gateway
+from scoped.http import Body, Request, Response
+from scoped.memory import Exchange, MemoryReply, MemoryUpstream, json_reply
+
+SITES = ("Berlin", "Denver", "Paris")
+ENTRY = "http://gw.berlin.test/compute"
+
+
+def origin(site: str) -> str:
+    return f"http://{site.lower()}.test"
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "site": "Berlin",
+        "sites": {
+            s: {"endpoints": {"compute": f"{origin(s)}/compute"}} for s in SITES if s != "Berlin"
+        },
+        "backends": {"compute": f"{origin('Berlin')}/compute"},
+        "circuit": {"failures": 2, "cooldown": 0.05, "probe_interval": 60},
+        "retries": {"attempts": 2, "backoff": 0.001},
+        "timeouts": {"connect": 0.2, "total": 0.3},
+    }
+    data["sites"]["Berlin"] = {}
+    data.update(overrides)
+    return data
+
+
+class Nova:
+    """A compute site in memory: servers listed in order, ``limit`` and
+    ``marker`` as Nova reads them, creates and deletes."""
+
+    def __init__(self, site: str, n: int) -> None:
+        self.site = site
+        self.servers = [{"id": f"{site.lower()}-{i}", "name": f"vm{i}"} for i in range(n)]
+        self.seen: list[Exchange] = []
+
+    async def __call__(self, ex: Exchange) -> MemoryReply:
+        self.seen.append(ex)
+        if ex.method == "POST":
+            server = {"id": f"{self.site.lower()}-new", "name": "new"}
+            self.servers.append(server)
+            return json_reply(202, {"server": server})
+        items = self.servers
+        marker = ex.query.get("marker")
+        if marker is not None:
+            ids = [s["id"] for s in items]
+            if marker not in ids:
+                return json_reply(400, {"badRequest": {"message": f"marker {marker} not found"}})
+            items = items[ids.index(marker) + 1 :]
+        body: dict[str, Any] = {"servers": items}
+        limit = ex.query.get("limit")
+        if limit is not None and len(items) > int(limit):
+            body["servers"] = items[: int(limit)]
+            href = f"{origin(self.site)}/compute/v2.1/servers?limit={limit}&marker=x"
+            body["servers_links"] = [{"rel": "next", "href": href}]
+        return json_reply(200, body)
+
+
+def answering(status: int, data: object = None) -> Any:
+    async def handler(ex: Exchange) -> MemoryReply:
+        return json_reply(status, data if data is not None else {"status": status})
+
+    return handler
+
+
+def failing(error: Exception) -> Any:
+    async def handler(ex: Exchange) -> MemoryReply:
+        raise error
+
+    return handler
+
+
+def silent(seconds: float = 5.0) -> Any:
+    async def handler(ex: Exchange) -> MemoryReply:
+        await asyncio.sleep(seconds)
+        return json_reply(200, {})
+
+    return handler
+
+
+class Core:
+    def __init__(self, upstream: MemoryUpstream, **overrides: Any) -> None:
+        self.upstream = upstream
+        self.gateway = Gateway(parse_config(config(**overrides), "<test>"), upstream)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        scope: str | None,
+        query: str = "",
+        body: bytes = b"",
+    ) -> Response:
+        headers: tuple[tuple[str, str], ...] = (("x-auth-token", "t"),)
+        if scope is not None:
+            headers += (("x-scope", scope),)
+        req = Request(method, "compute", path, query, headers, ENTRY, Body(body))
+        return asyncio.run(self.gateway.handle(req))
+
+
+def body_of(resp: Response) -> Any:
+    assert isinstance(resp.body, bytes), "expected a body in memory"
+    return orjson.loads(resp.body)
+
+
+def sites_of(resp: Response) -> dict[str, str]:
+    value = dict(resp.headers).get("x-scope-sites", "")
+    return {e.split("=")[0]: e.split("=")[1].split(";")[0] for e in value.split(", ") if e}
+
+
+@pytest.fixture
+def nova() -> Iterator[dict[str, Nova]]:
+    yield {s: Nova(s, 3) for s in SITES}
+
+
+def core_of(sites: dict[str, Any], **overrides: Any) -> Core:
+    return Core(MemoryUpstream({origin(s): h for s, h in sites.items()}), **overrides)
+
+
+def test_a_fan_out_merges_every_site_in_plan_order(nova: dict[str, Nova]) -> None:
+    core = core_of(nova)
+    resp = core.request("GET", "/v2.1/servers", "<nova: Denver&Berlin>")
+    assert resp.status == 200
+    ids = [s["id"] for s in body_of(resp)["servers"]]
+    assert ids == [f"denver-{i}" for i in range(3)] + [f"berlin-{i}" for i in range(3)]
+    assert sites_of(resp) == {"Denver": "200", "Berlin": "200"}
+    assert ("x-scope", "<compute: Denver&Berlin, *: Berlin>") in resp.headers
+
+
+@pytest.mark.parametrize("limit", [1, 2, 4, 7])
+def test_paging_a_fan_out_returns_every_item_exactly_once(
+    nova: dict[str, Nova], limit: int
+) -> None:
+    core = core_of(nova)
+    query, seen = f"limit={limit}", []
+    for _ in range(20):  # bounded: 9 items
+        resp = core.request("GET", "/v2.1/servers", "<nova: Berlin&Denver&Paris>", query)
+        assert resp.status == 200
+        data = body_of(resp)
+        assert len(data["servers"]) <= limit
+        seen += [s["id"] for s in data["servers"]]
+        links = data.get("servers_links")
+        if not links:
+            break
+        href = links[0]["href"]
+        assert href.startswith(ENTRY), "the next link leads back to this gateway"
+        query = urlsplit(href).query
+    assert sorted(seen) == sorted(f"{s.lower()}-{i}" for s in SITES for i in range(3))
+    assert len(seen) == len(set(seen))
+
+
+def test_a_failover_moves_past_a_refused_and_a_failing_site(nova: dict[str, Nova]) -> None:
+    core = core_of(
+        {
+            "Denver": failing(Refused("connection refused")),
+            "Paris": answering(500),
+            "Berlin": nova["Berlin"],
+        }
+    )
+    resp = core.request("GET", "/v2.1/servers", "<nova: Denver|Paris|Berlin>")
+    assert resp.status == 200
+    assert sites_of(resp) == {"Denver": "refused", "Paris": "500", "Berlin": "200"}
+    assert [s["id"] for s in body_of(resp)["servers"]] == ["berlin-0", "berlin-1", "berlin-2"]
+
+
+def test_a_failover_stops_at_a_site_that_says_no() -> None:
+    core = core_of({"Denver": answering(403), "Berlin": answering(200)})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Denver|Berlin>")
+    assert resp.status == 403
+    assert sites_of(resp) == {"Denver": "403"}
+
+
+def test_a_write_that_may_have_been_processed_is_not_sent_elsewhere() -> None:
+    berlin = Nova("Berlin", 0)
+    core = core_of({"Denver": failing(Reset("the site closed the connection", sent=True))})
+    core.upstream.handlers[origin("Berlin")] = berlin
+    resp = core.request("POST", "/v2.1/servers", "<nova: Denver|Berlin>", body=b"{}")
+    assert resp.status == 502
+    message = body_of(resp)["error"]["message"]
+    assert "POST is not idempotent and the site may have processed it" in message
+    assert berlin.seen == [], "Berlin must not get a write Denver may have done"
+
+
+def test_a_refused_write_fails_over_since_nothing_was_sent() -> None:
+    berlin = Nova("Berlin", 0)
+    core = core_of({"Denver": failing(Refused("connection refused")), "Berlin": berlin})
+    resp = core.request("POST", "/v2.1/servers", "<nova: Denver|Berlin>", body=b"{}")
+    assert resp.status == 202
+    assert [e.method for e in berlin.seen] == ["POST"]
+
+
+def test_a_fan_out_write_that_fails_somewhere_names_what_was_kept() -> None:
+    berlin = Nova("Berlin", 0)
+    core = core_of({"Berlin": berlin, "Denver": answering(500)})
+    resp = core.request("POST", "/v2.1/servers", "<nova: Berlin&Denver>", body=b"{}")
+    assert resp.status == 502
+    error = body_of(resp)["error"]
+    assert error["message"].startswith("a fan-out (&) failed at some sites: Berlin: 202")
+    assert error["message"].endswith("done at Berlin, kept (nothing was undone)")
+    entries = {e["site"]: e for e in error["sites"]}
+    assert entries["Berlin"]["id"] == "berlin-new"
+    assert entries["Denver"]["status"] == 500
+    assert any(k == "x-openstack-request-id" for k, _ in resp.headers)
+
+
+def test_the_same_no_from_every_site_is_passed_on() -> None:
+    core = core_of({"Berlin": answering(404), "Denver": answering(404)})
+    resp = core.request("GET", "/v2.1/servers/x", "<nova: Berlin&Denver>")
+    assert resp.status == 404
+    assert body_of(resp)["error"]["message"].startswith("no site has it")
+
+
+def test_sites_that_all_stay_silent_are_a_gateway_timeout() -> None:
+    core = core_of({"Berlin": silent(), "Denver": silent()})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Berlin|Denver>")
+    assert resp.status == 504
+    assert sites_of(resp) == {"Berlin": "timeout", "Denver": "timeout"}
+
+
+def test_an_optional_site_that_fails_leaves_the_rest(nova: dict[str, Nova]) -> None:
+    core = core_of({"Berlin": nova["Berlin"], "Denver": failing(Refused("refused"))})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Berlin&Denver?>")
+    assert resp.status == 200
+    assert len(body_of(resp)["servers"]) == 3
+    assert sites_of(resp)["Denver"] == "refused"
+
+
+def test_a_refused_connection_of_a_read_is_tried_again_once(nova: dict[str, Nova]) -> None:
+    tries: list[int] = []
+
+    async def flaky(ex: Exchange) -> MemoryReply:
+        tries.append(1)
+        if len(tries) == 1:
+            raise Refused("connection refused")
+        return await nova["Denver"](ex)
+
+    core = core_of({"Denver": flaky})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Denver>")
+    assert resp.status == 200
+    assert len(tries) == 2
+    assert sites_of(resp) == {"Denver": "200"}
+
+
+def test_an_open_circuit_skips_the_site_and_a_refused_trial_keeps_it_open() -> None:
+    refusals: list[int] = []
+
+    async def refusing(ex: Exchange) -> MemoryReply:
+        refusals.append(1)
+        raise Refused("connection refused")
+
+    core = core_of({"Denver": refusing, "Berlin": answering(200, {"servers": []})})
+    scope = "<nova: Denver|Berlin>"
+    for _ in range(2):  # failures: 2 opens it
+        assert sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"] == "refused"
+    before = len(refusals)
+    assert sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"] == "skipped"
+    assert len(refusals) == before, "a skipped site is not called"
+    # After the cooldown one trial goes through; refused (its retry stopped
+    # by the circuit), it is reported refused and the circuit stays open.
+    for _ in range(50):  # bounded: the cooldown is 0.05 s
+        asyncio.run(asyncio.sleep(0.01))
+        outcome = sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"]
+        if outcome != "skipped":
+            break
+    assert outcome == "refused"
+    assert core.gateway.circuits.state("Denver").name == "OPEN"
+    assert sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"] == "skipped"
+
+
+def test_the_client_request_id_is_forwarded_only_when_it_is_well_formed(
+    nova: dict[str, Nova],
+) -> None:
+    core = core_of(nova)
+    good = "req-0123abcd-0123-4567-89ab-0123456789ab"
+    for sent, forwarded_as in ((good, good), ("req-<script>", None)):
+        req = Request(
+            "GET",
+            "compute",
+            "/v2.1/servers",
+            "",
+            (("x-openstack-request-id", sent), ("x-scope", "<nova: Denver>")),
+            ENTRY,
+        )
+        resp = asyncio.run(core.gateway.handle(req))
+        assert resp.status == 200
+        got = nova["Denver"].seen[-1].header("x-openstack-request-id")
+        assert got is not None
+        if forwarded_as is None:
+            assert got != sent and got.startswith("req-")
+        else:
+            assert got == forwarded_as
+        assert [v for k, v in nova["Denver"].seen[-1].headers].count(got) == 1
+
+
+def test_a_client_that_disconnects_mid_body_ends_the_request_without_a_crash() -> None:
+    nova = Nova("Denver", 0)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        from scoped.errors import ClientDisconnected  # noqa: PLC0415
+
+        raise ClientDisconnected
+
+    async def main() -> Response:
+        core = core_of({"Denver": nova})
+        req = Request(
+            "PUT",
+            "compute",
+            "/v2.1/servers/x",
+            "",
+            (("x-scope", "<nova: Denver>"), ("content-length", "100000")),
+            ENTRY,
+            Body(None, stream(), 100000),
+        )
+        return await core.gateway.handle(req)
+
+    resp = asyncio.run(main())
+    assert resp.status == 499
+    assert nova.seen == [], "the site got nothing: the body never arrived whole"
+
+
+def test_a_scope_parse_error_is_a_400_with_a_request_id() -> None:
+    core = core_of({})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Berlin&>")
+    assert resp.status == 400
+    headers = dict(resp.headers)
+    assert headers["x-openstack-request-id"].startswith("req-")
+    assert "bad scope" in body_of(resp)["error"]["message"]
+
+
+def test_parse_qsl_helper_reads_the_memory_exchange() -> None:
+    ex = Exchange("GET", "http://a.test/x?limit=2&marker=m", (), b"")
+    assert ex.query == dict(parse_qsl("limit=2&marker=m"))
+    assert (ex.origin, ex.path) == ("http://a.test", "/x")
