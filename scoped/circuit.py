@@ -1,4 +1,4 @@
-"""Per-site circuit breakers (docs/design.md §7).
+"""Per-site circuit breakers (docs/design.md §6).
 
 A site that keeps failing is known down: a ``|`` skips it at once (reported
 ``skipped``) instead of waiting a connect timeout on every request. After a

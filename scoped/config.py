@@ -1,4 +1,4 @@
-"""The gateway's YAML configuration (DESIGN.md section 8), validated at start.
+"""The gateway's YAML configuration (docs/design.md §8), validated at start.
 
 Every error names the file and the key at fault (``sites.Paris.endpoints``)
 and says what was expected, so an operator can fix it without reading code.
@@ -35,7 +35,7 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds that keep one request from taking the gateway down (DESIGN.md §6)."""
+    """Bounds that keep one request from taking the gateway down (docs/design.md §6)."""
 
     max_fanout: int = 256
     """Most sites one request may be sent to."""

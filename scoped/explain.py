@@ -20,7 +20,7 @@ class Explanation:
     plan: Plan
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` object of DESIGN.md section 8."""
+        """The ``--json`` object of docs/design.md §8."""
         return {"canonical": self.canonical, "plan": self.plan.to_json()}
 
     def render(self) -> str:

@@ -1,4 +1,4 @@
-"""How one call to one site is addressed: URL and headers (DESIGN.md §4, §5).
+"""How one call to one site is addressed: URL and headers (docs/design.md §4, §5).
 
 Local calls go to this site's backend; remote calls to the other site's entry
 URL, marked with the hop header so that site serves them itself. The scope
@@ -9,7 +9,7 @@ A service token (``X-Service-Token``) sent to another site is marked with the
 scope ``<identity: ORIGIN>``: it was issued by this site's Keystone, and the
 other site's keystonemiddleware validates it too (a stock nova-api sends one
 with every call it makes on a user's behalf, from keystonemiddleware's user
-plugin). The mark routes that validation back here (DESIGN.md §4).
+plugin). The mark routes that validation back here (docs/design.md §4).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ _PATTERNS: dict[str, re.Pattern[bytes]] = {}
 
 def rewrite_links(body: bytes, base: str, entry_url: str) -> bytes:
     """Absolute links to the site's endpoint, pointed at this gateway instead,
-    so that follow-up calls come back here with their scope (DESIGN.md §5)."""
+    so that follow-up calls come back here with their scope (docs/design.md §5)."""
     if not base or base == entry_url or base.encode() not in body:
         return body
     pattern = _PATTERNS.get(base)

@@ -236,7 +236,7 @@ def _log_request(
     started: float,
 ) -> None:
     """One structured line per request. Headers are never logged: no token
-    can leak through here (DESIGN.md §6)."""
+    can leak through here (docs/design.md §6)."""
     line = {
         "request_id": req.request_id,
         "method": req.method,
@@ -256,7 +256,7 @@ def _log_request(
 
 def _token_scope(req: Request) -> str | None:
     # A token validation takes its scope from the token being validated: the
-    # validating service's own token carries none (DESIGN.md §4).
+    # validating service's own token carries none (docs/design.md §4).
     if is_token_path(req):
         subject = req.header(SUBJECT_TOKEN)
         if subject is not None:

@@ -1,5 +1,5 @@
 """Keystone at each site: the gateway's service tokens and catalog discovery
-(DESIGN.md §4, §5), with keystoneauth1.
+(docs/design.md §4, §5), with keystoneauth1.
 
 keystoneauth1 is synchronous (requests): its calls run in a worker thread so
 the event loop never waits on a Keystone. A session per site, built from that
@@ -34,7 +34,7 @@ def unversioned(url: str) -> str:
     """A catalog endpoint without its version and project parts: the service root.
 
     Requests carry their own version in the path (``/v2.1/servers``), so
-    endpoints are kept unversioned, as DESIGN.md §8 writes them.
+    endpoints are kept unversioned, as docs/design.md §8 writes them.
     """
     return _VERSION_TAIL.sub("", url.rstrip("/"))
 

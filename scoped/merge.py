@@ -1,4 +1,4 @@
-"""Several sites' answers -> one answer (DESIGN.md §3, ``&``).
+"""Several sites' answers -> one answer (docs/design.md §3, ``&``).
 
 Lists are merged into one response of the same shape (nova ``servers`` with
 ``servers_links``, neutron/cinder ``<name>_links``, glance ``images`` with

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one gateway (DESIGN.md §7).
+"""Prometheus metrics of one gateway (docs/design.md §7).
 
 Each gateway has its own registry, so several can live in one process (tests,
 the WSGI filter in several pipelines) without clashing series.

@@ -70,7 +70,7 @@ class Plan:
         return self.services.get(service_type, self.default)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``plan`` object of ``scoped explain --json`` (DESIGN.md section 8)."""
+        """The ``plan`` object of ``scoped explain --json`` (docs/design.md §8)."""
         out = {service: node_json(node) for service, node in self.services.items()}
         if self.default is not None:
             out[STAR] = node_json(self.default)

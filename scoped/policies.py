@@ -49,7 +49,7 @@ class SiteCall:
     body: Body
     timeouts: Timeouts
     validates_token: bool = False
-    """A token validation sent to another site's Keystone (docs/design.md §5)."""
+    """A token validation sent to another site's Keystone (docs/design.md §4)."""
 
 
 Send = Callable[[SiteCall], Awaitable[Reply]]

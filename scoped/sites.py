@@ -3,7 +3,7 @@ service of each site is reached.
 
 A request URL at this gateway is mapped to (service type, path) by the
 longest matching entry prefix, and re-based onto the target: this site's
-backend, or another site's entry URL for that service (DESIGN.md §5, §8).
+backend, or another site's entry URL for that service (docs/design.md §5, §8).
 No URL, host or port ever comes from a request: only from here.
 """
 

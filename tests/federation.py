@@ -28,7 +28,7 @@ DOWN = "Oslo"
 
 def scope_sites(resp: httpx.Response) -> dict[str, str]:
     """``X-Scope-Sites`` as {site: outcome}; checks the format of every entry
-    (``SITE=OUTCOME;t=MILLISECONDS``, DESIGN.md §8)."""
+    (``SITE=OUTCOME;t=MILLISECONDS``, docs/design.md §8)."""
     out: dict[str, str] = {}
     for entry in resp.headers["x-scope-sites"].split(", "):
         site, _, rest = entry.partition("=")

@@ -3,7 +3,7 @@
 keystoneauth1 asks the session's auth plugin for headers (``get_headers``) on
 every *authenticated* request, and on no other: the token request itself
 (``POST /v3/auth/tokens``) and version discovery are sent with
-``authenticated=False``. That is exactly the rule DESIGN.md §4 needs: the
+``authenticated=False``. That is exactly the rule docs/design.md §4 needs: the
 scope rides with the token, so every request that carries a token carries
 ``X-Scope`` and the ``!scope!`` suffix, and the request that obtains the token
 reaches the home Keystone untouched. Session-wide ``additional_headers``

@@ -1,6 +1,6 @@
 """The scope a client sends: where it was set, how it is completed, how it travels.
 
-DESIGN.md §2 "Default scope": every request has a complete scope. A service
+docs/design.md §2 "Default scope": every request has a complete scope. A service
 the user's scope does not name is bound to the client's *home* site (its
 region: ``--os-region-name``, ``OS_REGION_NAME`` or the cloud's ``region_name``)
 by adding ``*: <home>``, unless the scope already has a ``*`` key. The scope is
@@ -72,7 +72,7 @@ def complete(scope: Scope, home: str | None) -> Scope:
 
     Unchanged if the scope has a ``*`` key (the user said where the rest goes)
     or no home is known (the first gateway reached then completes it with its
-    own site, as DESIGN.md §2 says).
+    own site, as docs/design.md §2 says).
     """
     if home is None or STAR in scope:
         return scope

@@ -1,4 +1,4 @@
-"""Canonical text: one spelling per scope (DESIGN.md section 2).
+"""Canonical text: one spelling per scope (docs/design.md §2).
 
 Angle form, keys as official service types sorted with ``*`` last, ``, ``
 between entries, no spaces around operators, minimal parentheses, chains

@@ -1,4 +1,4 @@
-"""Bodies of any size pass through in constant memory (DESIGN.md §6).
+"""Bodies of any size pass through in constant memory (docs/design.md §6).
 
 Two real ``scoped gateway`` processes (Berlin forwards to Denver) in front of
 a stand-in glance; a 300 MiB image goes up and comes back down through both.

@@ -1,4 +1,4 @@
-"""Config validation: every error names the file and the key (DESIGN.md §8)."""
+"""Config validation: every error names the file and the key (docs/design.md §8)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The gateway end to end on loopback: real gateways (ASGI under uvicorn) in
-front of real stand-in sites (DESIGN.md §3, §4, §6, §8)."""
+front of real stand-in sites (docs/design.md §3, §4, §6, §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The planner: scope + registry + home -> plan (DESIGN.md sections 3 and 8)."""
+"""The planner: scope + registry + home -> plan (docs/design.md §3 and §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Identity across sites, catalogs and resilience (DESIGN.md §4-§7), on
+"""Identity across sites, catalogs and resilience (docs/design.md §4-§7), on
 loopback with real gateways and stand-in sites."""
 
 from __future__ import annotations

@@ -1,0 +1,125 @@
+"""The core's own cost per request, in process: the ASGI app and the core
+over an in-memory upstream, no sockets, no server.
+
+Prints microseconds of CPU per request (median of rounds) for a request
+forwarded to one site, and for a ``&`` over three sites merged. This is the
+part of the gateway's cost that scoped's own code decides; bench_gateway.py
+measures it with the server and the wire. Self-contained (its own in-memory
+site), so the same script measures an older checkout:
+
+    .venv/bin/python tests/bench/bench_core.py
+    PYTHONPATH=OLD:OLD/grammar:OLD/middleware .venv/bin/python tests/bench/bench_core.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from scoped_middleware.asgi import GatewayApp
+
+from scoped.config import parse_config
+from scoped.gateway import Gateway
+
+SERVERS = orjson.dumps({"servers": [{"id": f"id-{i}", "name": f"vm{i}"} for i in range(10)]})
+
+
+class Reply:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers = [("content-type", "application/json"), ("content-length", str(len(SERVERS)))]
+        self.body = SERVERS
+
+    async def read(self, limit: int) -> bytes:
+        return self.body
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+    def release(self) -> None:
+        pass
+
+
+class Upstream:
+    async def send(self, method: str, url: str, headers: Any, body: Any, timeouts: Any) -> Reply:
+        return Reply()
+
+    async def close(self) -> None:
+        pass
+
+
+CONFIG = {
+    "site": "Berlin",
+    "sites": {
+        "Berlin": {},
+        "Denver": {"endpoints": {"compute": "http://denver.test/compute"}},
+        "Paris": {"endpoints": {"compute": "http://paris.test/compute"}},
+    },
+    "backends": {"compute": "http://berlin.test/compute"},
+}
+
+
+def scope_of(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": "/compute/v2.1/servers",
+        "raw_path": b"/compute/v2.1/servers",
+        "query_string": b"",
+        "headers": [(b"host", b"gw.test"), (b"x-auth-token", b"tok"), *headers],
+        "scheme": "http",
+        "server": ("127.0.0.1", 8001),
+    }
+
+
+async def measure(app: GatewayApp, scope: dict[str, Any], n: int) -> float:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    for _ in range(200):  # warm caches (parse, plan)
+        await app(scope, receive, send)
+    sent.clear()
+    start = time.process_time()
+    for _ in range(n):
+        await app(scope, receive, send)
+    elapsed = time.process_time() - start
+    assert sent[0]["status"] == 200, sent[0]
+    return elapsed / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=5000)
+    args = parser.parse_args()
+    gateway = Gateway(parse_config(CONFIG, "<bench>"), Upstream())  # type: ignore[arg-type]
+    app = GatewayApp(gateway)
+    cases = {
+        "one site (<nova: Denver>)": scope_of([(b"x-scope", b"<nova: Denver>")]),
+        "& of 3, merged (<nova: Berlin&Denver&Paris>)": scope_of(
+            [(b"x-scope", b"<nova: Berlin&Denver&Paris>")]
+        ),
+    }
+    for name, scope in cases.items():
+        rounds = [asyncio.run(measure(app, scope, args.requests)) for _ in range(args.rounds)]
+        print(
+            f"{name:48s} {statistics.median(rounds):6.1f} µs/request "
+            f"(min {min(rounds):.1f}, max {max(rounds):.1f}, {args.rounds} rounds "
+            f"of {args.requests})"
+        )
+
+
+if __name__ == "__main__":
+    main()
