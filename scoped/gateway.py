@@ -36,6 +36,8 @@ log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
 
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
+PROBES = 64
+"""Health probes in flight at once, over every site whose circuit is open."""
 EMPTY = Scope()
 
 
@@ -88,18 +90,23 @@ class Gateway:
             await asyncio.sleep(self.config.catalog_refresh)
 
     async def _probe_loop(self) -> None:
-        """Probe the sites whose circuit is open; any HTTP answer closes it."""
+        """Probe the sites whose circuit is open, all at once (at most
+        PROBES in flight): a silent site costs its probe a connect timeout,
+        and must not delay the probe of a site that came back."""
         while True:
             await asyncio.sleep(self.config.circuit.probe_interval)
-            for site in self.circuits.open_sites():
-                await self._probe(site)
+            sites = self.circuits.open_sites()
+            if sites:
+                limit = asyncio.Semaphore(PROBES)
+                await asyncio.gather(*(self._probe(site, limit) for site in sites))
 
-    async def _probe(self, site: str) -> None:
+    async def _probe(self, site: str, limit: asyncio.Semaphore) -> None:
         url = self.registry.probe_url(site)
         if url is None:
             return
         try:
-            reply = await self.upstream.send("GET", url, (), None, self.registry.timeouts(site))
+            async with limit:
+                reply = await self.upstream.send("GET", url, (), None, self.registry.timeouts(site))
         except Failure:
             return
         reply.release()

@@ -239,6 +239,16 @@ class Connection(asyncio.Protocol):
         return self._complete
 
     @property
+    def awaiting_head(self) -> bool:
+        """An exchange is under way and no answer has begun to arrive."""
+        return self._parser is not None and not self._answered and self._error is None
+
+    def abort(self, err: ConnectionBroken) -> None:
+        """End the exchange with ``err`` (the caller found the site unreachable)."""
+        if self._parser is not None and not self._complete:
+            self._fail(err)
+
+    @property
     def reusable(self) -> bool:
         """Whether another exchange can follow on this connection."""
         return (

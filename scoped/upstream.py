@@ -201,6 +201,7 @@ class HttpUpstream:
         self._origins: dict[str, _Origin] = {}
         self._tls: ssl.SSLContext | None = None
         self._closed = False
+        self._checks: set[asyncio.Task[None]] = set()
 
     async def send(
         self,
@@ -236,8 +237,20 @@ class HttpUpstream:
         chunked: bool,
         timeouts: Timeouts,
     ) -> _Reply:
+        loop = asyncio.get_running_loop()
         while True:
             conn, fresh = await self._acquire(origin, timeouts.connect)
+            # A kept connection whose answer does not begin within the connect
+            # timeout may be dead (a partition drops packets, it does not
+            # close connections): then a new connection is tried, and if
+            # none comes either, the site is unreachable (_check_reachable).
+            # Without it a cut link costs the total timeout (60 s), not one
+            # connect timeout.
+            watch = None
+            if not fresh:
+                watch = loop.call_later(
+                    timeouts.connect, self._doubt, origin, conn, timeouts.connect
+                )
             try:
                 await conn.request(head, body, chunked, method == "HEAD", timeouts.total)
             except ConnectionBroken as err:
@@ -250,6 +263,7 @@ class HttpUpstream:
                 if (
                     not fresh
                     and not err.answered
+                    and not err.timed_out
                     and not isinstance(body, AsyncIterator)
                     and method in IDEMPOTENT
                 ):
@@ -258,7 +272,41 @@ class HttpUpstream:
             except BaseException:
                 conn.finish()  # cancelled mid-exchange: the connection is closed
                 raise
+            finally:
+                if watch is not None:
+                    watch.cancel()
             return _Reply(conn, self)
+
+    def _doubt(self, origin: _Origin, conn: Connection, timeout: float) -> None:
+        if conn.awaiting_head and not self._closed:
+            task = asyncio.ensure_future(self._check_reachable(origin, conn, timeout))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _check_reachable(self, origin: _Origin, conn: Connection, timeout: float) -> None:
+        """A new connection to the site, while ``conn`` waits for an answer:
+        none within the connect timeout means the site is cut off, and
+        ``conn``'s exchange ends as a timeout (the request was sent: no
+        failover for a write). One that comes means the site is only slow;
+        it joins the idle pool."""
+        try:
+            fresh = await self._connect(origin, timeout)
+        except Failure as err:
+            if conn.awaiting_head:
+                conn.abort(
+                    ConnectionBroken(
+                        f"no answer on a kept connection, and no new connection: "
+                        f"the site is unreachable ({err.detail})",
+                        answered=False,
+                        timed_out=True,
+                    )
+                )
+            return
+        fresh.idle_since = asyncio.get_running_loop().time()
+        if self._closed or len(origin.idle) >= MAX_IDLE:
+            fresh.close()
+        else:
+            origin.idle.append(fresh)
 
     async def _acquire(self, origin: _Origin, timeout: float) -> tuple[Connection, bool]:
         idle = origin.idle
@@ -307,6 +355,8 @@ class HttpUpstream:
 
     async def close(self) -> None:
         self._closed = True
+        for task in list(self._checks):
+            task.cancel()
         for origin in self._origins.values():
             for conn in origin.idle:
                 conn.close()

@@ -5,6 +5,7 @@ test needs, including the ones a well-behaved site never sends."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -588,3 +589,74 @@ def test_past_max_concurrency_a_call_waits_at_most_its_connect_timeout() -> None
     assert "too many upstream calls in flight" in err.detail
     assert requests == 2, "the call past the bound never reached the site"
     assert status == 200
+
+
+async def _black_hole_on(port: int) -> tuple[socket.socket, socket.socket]:
+    """A listener on ``port`` whose accept queue is full (backlog 0, one
+    connection never accepted): Linux drops further SYNs, so a connect times
+    out, as across a partition."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(0)
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)
+    return listener, filler
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_a_kept_connection_that_goes_silent_is_checked_with_a_new_one(cut: bool) -> None:
+    """A kept connection whose answer does not begin within the connect
+    timeout: if no new connection comes either, the site is cut off and the
+    call ends as a timeout now, not after the total timeout; if one comes,
+    the site is only slow and its answer is awaited."""
+
+    async def main() -> tuple[object, int]:
+        second = asyncio.Event()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await sites[0].read_request(reader)
+            writer.write(ok(b"first"))
+            await writer.drain()
+            await sites[0].read_request(reader)
+            second.set()
+            if not cut:
+                await asyncio.sleep(0.6)  # slow, longer than the connect timeout
+                writer.write(ok(b"slow"))
+                await writer.drain()
+            await asyncio.sleep(30)
+
+        sites: list[Site] = []
+        async with Site(handler) as site:
+            sites.append(site)
+            port = int(site.url.rsplit(":", 1)[1])
+            up = HttpUpstream()
+            timeouts = Timeouts(connect=0.3, total=20.0)
+            reply = await up.send("GET", site.url + "/a", (), None, timeouts)
+            assert await reply.read(100) == b"first"
+            held: tuple[socket.socket, socket.socket] | None = None
+            assert site.server is not None
+            site.server.close()  # the kept connection stays; no new ones are served
+            if cut:
+                held = await _black_hole_on(port)
+            else:
+                site.server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
+            try:
+                got = await up.send("GET", site.url + "/b", (), None, timeouts)
+                result: object = await got.read(100)
+            except Failure as err:
+                result = err
+            finally:
+                if held is not None:
+                    for s in held:
+                        s.close()
+            await up.close()
+            return result, len(site.requests)
+
+    result, requests = run(main())
+    assert requests == 2, "the second request went out on the kept connection"
+    if cut:
+        assert isinstance(result, Failure)
+        assert (result.kind, result.sent) == ("timeout", True)
+        assert "the site is unreachable" in result.detail
+    else:
+        assert result == b"slow"
