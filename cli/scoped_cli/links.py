@@ -78,6 +78,7 @@ from typing import Any, cast
 
 from .wan import (
     DEFAULT_MODE,
+    DEFAULT_WAN_NAME,
     MODES,
     Forward,
     LabFiles,
@@ -754,7 +755,11 @@ def show(files: LabFiles) -> list[str]:
 
 
 def install_wan(files: LabFiles, source: str | Path) -> None:
-    """Check a WAN file against the lab's sites and make it the lab's WAN."""
+    """Check a WAN file against the lab's sites and make it the lab's WAN
+    (``default``: the built-in one, :data:`scoped_cli.wan.DEFAULT_WAN`)."""
+    if str(source) == DEFAULT_WAN_NAME:
+        files.wan.unlink(missing_ok=True)
+        return
     sites = site_order(load_forwards(files))
     load_wan(source, sites)
     files.links.mkdir(parents=True, exist_ok=True)

@@ -89,13 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the lab of deploy/lab/ (a source checkout): independent OpenStack "
         "sites (Keystone, Glance, Placement, Nova with the fake driver, Neutron) on "
         "127.0.0.1, a scoped gateway in front of each, the WSGI filter inside Paris's "
-        "services. Exit 0 on success, non-zero on failure.",
+        "services, the sites joined by emulated WAN links. Exit 0 on success, non-zero "
+        "on failure, 2 on bad input.",
     )
     actions = lab.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
         ("up", "install what is missing and start the sites (default: Berlin,Denver,Paris)"),
         ("down", "stop everything the lab started, or only the named sites (an outage drill)"),
-        ("status", "what runs, where, and where its logs are"),
+        ("status", "what runs, where, and where its logs are; the WAN links"),
     ):
         act = actions.add_parser(action, help=text, description=text)
         act.add_argument("--dir", required=True, metavar="DIR", help="the lab's state directory")
@@ -107,8 +108,46 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="A,B,...",
                 help="only these sites" if action == "down" else "the sites to start",
             )
+        if action == "up":
+            act.add_argument(
+                "--wan",
+                metavar="FILE",
+                help="the WAN between the sites (YAML: one-way delays in ms, jitter, "
+                "bandwidth; see deploy/lab/README.md), or 'default'; every link is set from "
+                "it. Without it, links keep their state, new ones get the lab's WAN",
+            )
         act.set_defaults(func=_lab)
+    _lab_link_parser(actions)
     return parser
+
+
+def _lab_link_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "change a WAN link between two sites of the running lab, at once"
+    link = actions.add_parser("link", help=text, description=text)
+    verbs = link.add_subparsers(dest="link_action", required=True, metavar="cut|heal|set")
+    for verb, about in (
+        ("cut", "cut the link: a black hole (connects time out, open connections stall; "
+         "the default) or refused (ECONNREFUSED, open connections reset)"),
+        ("heal", "bring the link back up (what a black hole held is delivered, in order)"),
+        ("set", "change the link's delay, jitter or bandwidth"),
+    ):  # fmt: skip
+        act = verbs.add_parser(verb, help=about, description=about)
+        act.add_argument("--dir", required=True, metavar="DIR", help="the lab's state directory")
+        act.add_argument("a", metavar="A", help="a site")
+        act.add_argument("b", metavar="B", help="another site")
+        if verb == "cut":
+            act.add_argument("--mode", metavar="blackhole|refuse", help="default: blackhole")
+        if verb == "set":
+            act.add_argument(
+                "--delay", metavar="MS[,MS]", help="one-way delay in ms; two: A->B,B->A"
+            )
+            act.add_argument("--jitter", metavar="FRACTION", help="e.g. 0.1: each delay +-10%%")
+            act.add_argument(
+                "--bandwidth",
+                metavar="MBIT[,MBIT]",
+                help="Mbit/s each way (two: A->B,B->A); none: no cap",
+            )
+        act.set_defaults(func=_lab_link)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -131,7 +170,14 @@ def _gateway(args: argparse.Namespace) -> int:
 def _lab(args: argparse.Namespace) -> int:
     from .lab import run  # noqa: PLC0415 - only this command needs it
 
-    return run(args.action, args.dir, getattr(args, "sites", []) or [])
+    return run(args.action, args.dir, getattr(args, "sites", []) or [], getattr(args, "wan", None))
+
+
+def _lab_link(args: argparse.Namespace) -> int:
+    from .lab import link  # noqa: PLC0415 - only this command needs it
+
+    options = {k: getattr(args, k, None) for k in ("delay", "jitter", "bandwidth", "mode")}
+    return link(args.link_action, args.dir, args.a, args.b, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

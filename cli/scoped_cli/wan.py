@@ -51,6 +51,8 @@ DEFAULT_MODE = "blackhole"
 MAX_DELAY_MS = 60_000.0
 MAX_BANDWIDTH_MBIT = 100_000.0
 
+DEFAULT_WAN_NAME = "default"
+"""``--wan default``: back to :data:`DEFAULT_WAN`."""
 DEFAULT_WAN = """\
 # scoped's lab WAN when `scoped lab up` is given no --wan (cli/scoped_cli/wan.py)
 delay: 50          # ms one way, a pair not listed below (e.g. a site added later)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scoped_cli.links import LinksNotRunning, send, show
+from scoped_cli.links import LinksNotRunning, install_wan, send, show
 from scoped_cli.wan import (
     DEFAULT_WAN,
     LabFiles,
@@ -497,3 +497,20 @@ def test_the_emulator_reports_a_port_it_cannot_take() -> None:
     assert f"cannot listen on 127.0.0.1:{port} (A -> B gateway :1)" in out.stderr
     assert "Traceback" not in out.stderr
     assert errno.errorcode[errno.EADDRINUSE]  # the reason is the OS's, in words
+
+
+def test_installing_a_wan_file_and_going_back_to_the_default(tmp_path: Path) -> None:
+    files = LabFiles(tmp_path)
+    files.links.mkdir()
+    files.forwards.write_text("Berlin Denver 20100 18100 gateway\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("links:\n  - {between: [Denver, Berlin], delay: 9}\n")
+    install_wan(files, mine)
+    assert files.current_wan().link("Berlin", "Denver").delay == (9, 9)
+    mine.write_text("links:\n  - {between: [Denver, Rome], delay: 9}\n")
+    with pytest.raises(WanError, match="unknown site 'Rome'"):
+        install_wan(files, mine)
+    assert files.current_wan().link("Berlin", "Denver").delay == (9, 9)
+    install_wan(files, "default")
+    assert not files.wan.exists()
+    assert files.current_wan().link("Berlin", "Denver").delay == (75, 75)
