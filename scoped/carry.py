@@ -37,6 +37,7 @@ TOKEN_HEADERS = (AUTH_TOKEN, SUBJECT_TOKEN)
 stripped of it for the identity service."""
 
 
+@lru_cache(maxsize=4096)
 def encode_scope(text: str) -> str:
     """Unpadded base64url of the UTF-8 scope text."""
     return base64.urlsafe_b64encode(text.encode("utf-8")).rstrip(b"=").decode("ascii")

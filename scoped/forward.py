@@ -19,7 +19,16 @@ from functools import lru_cache
 
 from scoped_grammar import Scope, Site, canonical
 
-from .carry import HOP_HEADER, SERVICE_TOKEN, SUFFIX, TOKEN_HEADERS, attach, hop_value, strip
+from .carry import (
+    AUTH_TOKEN,
+    HOP_HEADER,
+    SERVICE_TOKEN,
+    SUFFIX,
+    TOKEN_HEADERS,
+    attach,
+    hop_value,
+    strip,
+)
 from .http import HOP_BY_HOP, REQUEST_ID, Request
 from .sites import Registry
 
@@ -37,8 +46,15 @@ def _issued_at(site: str) -> str:
 def upstream_headers(
     req: Request, registry: Registry, site: str, merging: bool
 ) -> list[tuple[str, str]]:
-    """The headers to send to ``site`` for ``req``."""
+    """The headers to send to ``site`` for ``req``.
+
+    The user's token carries the request's complete scope (``req.carried``)
+    to every site and service but this site's Keystone, which gets it bare:
+    a scope given only as ``X-Scope`` (or as an incomplete suffix) reaches a
+    remote site's token validation and its services' own calls all the same.
+    """
     strip_tokens = req.service == "identity" and site == registry.local
+    carried = None if strip_tokens else req.carried
     out: list[tuple[str, str]] = []
     for name, value in req.headers:
         if name in _NOT_FORWARDED:
@@ -49,6 +65,9 @@ def upstream_headers(
             continue  # answers to merge must come as plain JSON
         if name == SERVICE_TOKEN and site != registry.local and SUFFIX not in value:
             out.append((name, attach(value, _issued_at(registry.local))))
+            continue
+        if name == AUTH_TOKEN and carried is not None:
+            out.append((name, attach(value, carried)))
             continue
         out.append((name, strip(value) if strip_tokens and name in TOKEN_HEADERS else value))
     out.append((REQUEST_ID, req.request_id))

@@ -126,6 +126,11 @@ class Gateway:
             else:
                 scope, text = self._scope(req)
                 node, applied, width = self._plan(scope, text, req.service)
+                if text is not None:
+                    # Whatever carried the scope here, it travels on complete,
+                    # on the token, so every site (and the calls its services
+                    # make with the token) reads the same scope.
+                    req = req.carrying(applied)
             listing = None
             if not isinstance(node, Call):
                 await self._prepare_body(req, node)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -164,9 +164,20 @@ class Request:
     """This gateway's entry URL for the service (``http://gw:8001/compute``),
     used for links that must lead back here."""
     body: Body = field(default_factory=Body)
+    carried: str | None = None
+    """The complete scope that travels on with the request's token (set by
+    the gateway when the request named a scope, from any source): what the
+    receiving site needs to route the calls it makes with that token."""
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)
+
+    def carrying(self, scope: str) -> Request:
+        """This request, carrying ``scope`` on its token; same request id."""
+        rid = self.request_id
+        out = replace(self, carried=scope)
+        out.__dict__["_request_id"] = rid
+        return out
 
     @property
     def request_id(self) -> str:

@@ -167,3 +167,22 @@ def test_the_scope_is_in_every_answer(lab: Lab) -> None:
     out = lab.openstack("--debug", "server", "list", "--os-scope", "<nova: Berlin&Denver>")
     assert out.returncode == 0
     assert re.search(r"x-scope-sites: Berlin=200;t=[\d.]+, Denver=200;t=", out.stderr, re.I)
+
+
+def test_x_scope_alone_fans_out_with_a_plain_token(lab: Lab) -> None:
+    """A client with no plugin (curl): a plain Berlin token and nothing but
+    X-Scope. Denver validates the token at Berlin because the gateway sends
+    it on carrying the complete scope."""
+    token = lab.openstack("token", "issue", "-f", "value", "-c", "id")
+    assert token.returncode == 0, token.stderr
+    gateway = lab.gateway("Berlin")
+    assert gateway is not None
+    resp = httpx.get(
+        f"{gateway}/compute/v2.1/servers",
+        headers={"X-Auth-Token": token.stdout.strip(), "X-Scope": "<nova: Berlin&Denver>"},
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
+    names = {s["name"] for s in resp.json()["servers"]}
+    assert {"vm-berlin", "vm-denver"} <= names
+    assert resp.headers["x-scope"] == "<compute: Berlin&Denver, *: Berlin>"

@@ -748,7 +748,9 @@ def test_the_scope_on_the_token_routes_the_request(net: Fed, client: httpx.Clien
     assert resp.status_code == 200
     echo = resp.json()
     assert echo["site"] == "Paris"
-    assert echo["headers"]["x-auth-token"] == token  # a service other than identity keeps it
+    # A service other than identity keeps the scope on the token, completed
+    # with the home site (issue 14): Paris reads the scope the user meant.
+    assert echo["headers"]["x-auth-token"] == attach("tok", "<image: Paris, *: Berlin>")
 
 
 def test_a_request_marked_for_another_site_is_refused(net: Fed, client: httpx.Client) -> None:

@@ -350,3 +350,27 @@ def test_parse_qsl_helper_reads_the_memory_exchange() -> None:
     ex = Exchange("GET", "http://a.test/x?limit=2&marker=m", (), b"")
     assert ex.query == dict(parse_qsl("limit=2&marker=m"))
     assert (ex.origin, ex.path) == ("http://a.test", "/x")
+
+
+def test_a_scope_given_only_as_x_scope_travels_complete_on_the_token(
+    nova: dict[str, Nova],
+) -> None:
+    """curl with nothing but X-Scope: every site gets the token carrying the
+    complete scope (home site included), so a remote site's token
+    validation, and the calls its services make with the token, read it."""
+    from scoped.carry import attach, scope_of_token  # noqa: PLC0415
+
+    core = core_of(nova)
+    resp = core.request("GET", "/v2.1/servers", "<nova: Berlin&Denver>")
+    assert resp.status == 200
+    expected = attach("t", "<compute: Berlin&Denver, *: Berlin>")
+    for site in ("Berlin", "Denver"):
+        assert nova[site].seen[-1].header("x-auth-token") == expected
+        assert scope_of_token(expected) == "<compute: Berlin&Denver, *: Berlin>"
+
+
+def test_a_request_with_no_scope_leaves_the_token_as_it_came(nova: dict[str, Nova]) -> None:
+    core = core_of(nova)
+    resp = core.request("GET", "/v2.1/servers", None)
+    assert resp.status == 200
+    assert nova["Berlin"].seen[-1].header("x-auth-token") == "t"

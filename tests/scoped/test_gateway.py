@@ -449,7 +449,9 @@ def test_scope_rides_on_the_token_and_is_stripped_for_identity_only(
     compute = client.get(net.url("Berlin", "compute", "/echo/c"), headers={"X-Auth-Token": token})
     assert compute.headers["x-scope"] == "<compute: Denver, *: Berlin>"
     (seen,) = net.sites["Denver"].received
-    assert seen.headers["x-auth-token"] == token  # passed on as it came
+    # Passed on completed (issue 14): Denver, and the calls its services make
+    # with the token, read the scope the user meant, home site included.
+    assert seen.headers["x-auth-token"] == attach("gAAAAAtoken", "<compute: Denver, *: Berlin>")
     net.reset()
     client.get(
         net.url("Berlin", "identity", "/v3/auth/tokens"),
