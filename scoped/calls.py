@@ -22,6 +22,7 @@ from .metrics import Metrics
 from .paging import Listing, site_query
 from .policies import Send, SiteCall
 from .sites import Registry
+from .urlscope import rewrite_catalog
 
 _JSON_TYPES = ("application/json", "application/problem+json")
 
@@ -146,6 +147,9 @@ class SiteCaller:
         if answer.site is not None and is_json(reply.headers):
             base = self.registry.endpoint(answer.site, req.service) or ""
             body = rewrite_links(body, base, req.entry_url)
+            if req.url_prefix and req.service == "identity":
+                origin = req.entry_url[: req.entry_url.index(req.url_prefix)]
+                body = rewrite_catalog(body, origin, req.url_prefix)
         answer.body = body
 
 

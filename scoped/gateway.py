@@ -16,7 +16,15 @@ from scoped_grammar import STAR, Scope, ScopeError, Site, canonical, parse
 
 from .answer import Answer
 from .calls import SiteCaller, is_token_path
-from .carry import AUTH_TOKEN, HOP_HEADER, SCOPE_HEADER, SUBJECT_TOKEN, parse_hop, scope_of_token
+from .carry import (
+    AUTH_TOKEN,
+    HOP_HEADER,
+    SCOPE_HEADER,
+    SUBJECT_TOKEN,
+    decode_scope,
+    parse_hop,
+    scope_of_token,
+)
 from .circuit import Circuits, State
 from .config import Config
 from .errors import ClientDisconnected, Failure, GatewayError
@@ -168,9 +176,12 @@ class Gateway:
         return Call(self.registry.local)
 
     def _scope(self, req: Request) -> tuple[Scope, str | None]:
-        """The request's scope: ``X-Scope``, else the token suffix, else none."""
+        """The request's scope: ``X-Scope``, else a scoped URL, else the
+        token suffix, else none."""
         text = req.header(SCOPE_HEADER)
         try:
+            if text is None and req.url_scope is not None:
+                text = decode_scope(req.url_scope)
             if text is None:
                 text = _token_scope(req)
             if text is None:

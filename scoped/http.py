@@ -164,6 +164,11 @@ class Request:
     """This gateway's entry URL for the service (``http://gw:8001/compute``),
     used for links that must lead back here."""
     body: Body = field(default_factory=Body)
+    url_scope: str | None = None
+    """The scope segment of a scoped URL (``/scope/<this>/...``), still encoded."""
+    url_prefix: str = ""
+    """``/scope/<scope>`` when the request came through a scoped URL: part of
+    ``entry_url``, kept on the links and catalogs the client gets back."""
     carried: str | None = None
     """The complete scope that travels on with the request's token (set by
     the gateway when the request named a scope, from any source): what the

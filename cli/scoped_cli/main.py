@@ -13,6 +13,7 @@ from scoped import __version__
 from scoped.config import load_config
 from scoped.errors import EXIT_BAD_INPUT, ScopedError
 from scoped.explain import explain, site_names
+from scoped.urlscope import scope_url
 
 from .serve import SERVERS, log_to_stderr, serve
 
@@ -59,6 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--home", metavar="SITE", help="the home site: where unnamed services go")
     ex.set_defaults(func=_explain)
+
+    url = sub.add_parser(
+        "url",
+        help="print a gateway's URL that carries a scope (for any OpenStack client)",
+        description="Print http://GATEWAY/scope/<base64url of the scope>/identity/v3: "
+        "given as auth_url to any OpenStack client (openstacksdk, Terraform, gophercloud, "
+        "curl), every request it makes through that gateway has the scope. Exit 2 on a "
+        "bad scope.",
+    )
+    url.add_argument("scope", metavar="SCOPE", help='e.g. "<nova: Berlin&Denver>"')
+    url.add_argument(
+        "--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:18000"
+    )
+    url.add_argument(
+        "--path",
+        default="/identity/v3",
+        metavar="PATH",
+        help="the service path after the scope (default: /identity/v3, an auth_url)",
+    )
+    url.set_defaults(func=_url)
 
     gw = sub.add_parser(
         "gateway",
@@ -156,6 +177,16 @@ def _explain(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
         print(result.render())
+    return EXIT_OK
+
+
+def _url(args: argparse.Namespace) -> int:
+    gateway = args.gateway.rstrip("/")
+    if not gateway.startswith(("http://", "https://")) or "/" in gateway.split("://", 1)[1]:
+        raise ScopedError(
+            f"--gateway takes the gateway's origin, as in http://127.0.0.1:18000; got {gateway!r}"
+        )
+    print(scope_url(gateway, args.scope, args.path))
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ from scoped.config import Config
 from scoped.errors import ClientDisconnected
 from scoped.gateway import Gateway
 from scoped.http import SMALL_BODY, Body, Request, Response, content_length, header
+from scoped.urlscope import split_scope_path
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,6 +51,7 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        url_scope, url_prefix, path = split_scope_path(path)
         route = self.registry.route(path)
         if route is None:
             await _send(send, self.gateway.own_response(path, scope["method"]))
@@ -66,8 +68,10 @@ class GatewayApp:
             path=rest,
             query=scope["query_string"].decode("latin-1"),
             headers=headers,
-            entry_url=_origin(scope, headers) + prefix,
+            entry_url=_origin(scope, headers) + url_prefix + prefix,
             body=body,
+            url_scope=url_scope,
+            url_prefix=url_prefix,
         )
         await _send(send, await self.gateway.handle(req))
 

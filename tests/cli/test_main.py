@@ -106,3 +106,16 @@ def test_bad_sites_option_is_a_usage_error() -> None:
     assert out.returncode == 2
     assert "--sites" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_url_prints_the_scoped_auth_url_and_refuses_a_bad_scope() -> None:
+    out = run("url", "--gateway", "http://127.0.0.1:18000", "{nova: Berlin&Denver}")
+    assert out.returncode == 0, out.stderr
+    url = out.stdout.strip()
+    assert url == "http://127.0.0.1:18000/scope/PGNvbXB1dGU6IEJlcmxpbiZEZW52ZXI-/identity/v3"
+    bad = run("url", "--gateway", "http://127.0.0.1:18000", "<nova: Berlin&>")
+    assert bad.returncode == 2
+    assert "bad scope at line 1, column 15" in bad.stderr and "Traceback" not in bad.stderr
+    odd = run("url", "--gateway", "127.0.0.1:18000/x", "<nova: Berlin>")
+    assert odd.returncode == 2
+    assert "--gateway takes the gateway's origin" in odd.stderr

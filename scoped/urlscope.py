@@ -1,0 +1,68 @@
+"""A scope in the URL, for clients that can set nothing but an auth URL
+(Terraform, gophercloud, Ansible, Horizon, any openstacksdk program):
+
+    http://GATEWAY/scope/<unpadded base64url of the scope text>/identity/v3
+
+is used as ``auth_url``. Every request under ``/scope/<scope>/`` has that
+scope; Keystone's answers obtained through it (the token's catalog, version
+documents, links) point at the same scoped prefix, so every later call of
+the client carries it. This path form is a contract (docs/design.md §8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from scoped_grammar import canonical, parse
+
+from .carry import encode_scope
+
+PREFIX = "/scope/"
+
+
+def split_scope_path(path: str) -> tuple[str | None, str, str]:
+    """``/scope/XYZ/identity/v3`` -> (``XYZ``, ``/scope/XYZ``, ``/identity/v3``);
+    ``(None, "", path)`` for a path without a scope. The scope is decoded (and
+    refused, with a 400, if it is not one) where every scope is read."""
+    if not path.startswith(PREFIX):
+        return None, "", path
+    cut = path.find("/", len(PREFIX))
+    if cut < 0:
+        return path[len(PREFIX) :], path, "/"
+    return path[len(PREFIX) : cut], path[:cut], path[cut:]
+
+
+def scope_url(gateway: str, scope_text: str, service_path: str = "/identity/v3") -> str:
+    """The scoped URL of a gateway for ``scope_text`` (parsed, so a bad scope
+    raises :class:`~scoped.errors.ScopeError` here, and written canonical)."""
+    text = canonical(parse(scope_text))
+    return f"{gateway.rstrip('/')}{PREFIX}{encode_scope(text)}{service_path}"
+
+
+def rewrite_catalog(body: bytes, origin: str, prefix: str) -> bytes:
+    """Endpoint URLs of this gateway (``origin``) in a Keystone answer's
+    catalog (a token's, or ``/v3/auth/catalog``) put under ``prefix``."""
+    if origin.encode() not in body:
+        return body
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(data, dict):
+        return body
+    token = data.get("token")
+    catalog = token.get("catalog") if isinstance(token, dict) else data.get("catalog")
+    if not isinstance(catalog, list):
+        return body
+    changed = False
+    start = origin + "/"
+    scoped = origin + prefix + "/"
+    for service in catalog:
+        endpoints = service.get("endpoints") if isinstance(service, dict) else None
+        for endpoint in endpoints if isinstance(endpoints, list) else ():
+            url: Any = endpoint.get("url") if isinstance(endpoint, dict) else None
+            if isinstance(url, str) and url.startswith(start) and not url.startswith(scoped):
+                endpoint["url"] = scoped + url[len(start) :]
+                changed = True
+    return orjson.dumps(data) if changed else body
