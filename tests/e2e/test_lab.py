@@ -186,3 +186,56 @@ def test_x_scope_alone_fans_out_with_a_plain_token(lab: Lab) -> None:
     names = {s["name"] for s in resp.json()["servers"]}
     assert {"vm-berlin", "vm-denver"} <= names
     assert resp.headers["x-scope"] == "<compute: Berlin&Denver, *: Berlin>"
+
+
+SDK_NO_PLUGIN = """
+import json, sys
+import openstack
+from scoped.urlscope import scope_url
+
+gateway, scope, image = sys.argv[1], sys.argv[2], sys.argv[3]
+conn = openstack.connect(
+    auth_url=scope_url(gateway, scope), username="admin", password="secret",
+    project_name="admin", user_domain_name="Default", project_domain_name="Default",
+    region_name="Berlin", identity_api_version="3",
+)
+out = {"names": sorted(s.name for s in conn.compute.servers())}
+if image:
+    img = conn.image.find_image(image)
+    flavor = conn.compute.find_flavor("m1.tiny")
+    net = conn.network.find_network("net1")
+    vm = conn.compute.create_server(
+        name="sdk-url-vm", image_id=img.id, flavor_id=flavor.id, networks=[{"uuid": net.id}]
+    )
+    vm = conn.compute.wait_for_server(vm, wait=240)
+    out["status"] = vm.status
+    conn.compute.delete_server(vm)
+    conn.compute.wait_for_delete(vm, wait=240)
+print(json.dumps(out))
+"""
+
+
+def test_openstacksdk_with_no_plugin_through_a_scoped_auth_url(lab: Lab) -> None:
+    """Plain openstacksdk (no vendor hook, no OSC plugin), given only the
+    scoped auth URL: its catalog keeps the scope, so it lists the servers of
+    both sites, and with <nova: Denver, neutron: Denver> it boots at Denver
+    (on Denver's net1) from Berlin's image."""
+    gateway = lab.gateway("Berlin")
+    assert gateway is not None
+
+    def sdk(scope: str, image: str = "") -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-c", SDK_NO_PLUGIN, gateway, scope, image],
+            capture_output=True, text=True, env=lab.env, timeout=600, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert isinstance(result, dict)
+        return result
+
+    both = sdk("<nova: Berlin&Denver>")
+    assert {"vm-berlin", "vm-denver"} <= set(both["names"])  # type: ignore[arg-type]
+    assert "vm-paris" not in both["names"]  # type: ignore[operator]
+    denver = sdk("<nova: Denver, neutron: Denver>", image="cirros-berlin")
+    assert "vm-denver" in denver["names"] and "vm-berlin" not in denver["names"]  # type: ignore[operator]
+    assert denver["status"] == "ACTIVE"
