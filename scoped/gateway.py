@@ -44,6 +44,9 @@ log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
 
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
+DISCOVERY_PATH = "/.well-known/scoped"
+"""``{"site": ..., "sites": [...], "services": {...}}``: what a gateway knows
+(docs/design.md §8)."""
 PROBES = 64
 """Health probes in flight at once, over every site whose circuit is open."""
 EMPTY = Scope()
@@ -236,11 +239,23 @@ class Gateway:
             }
             body = orjson.dumps({"status": "ok", "site": self.registry.local, "sites": sites})
             return Response(200, [("content-type", "application/json")], body)
+        if path == DISCOVERY_PATH and method in ("GET", "HEAD"):
+            # What this gateway knows, for clients to check a scope before
+            # they send it (openstack scope explain, the plugin).
+            doc = {
+                "site": self.registry.local,
+                "sites": list(self.registry.names),
+                "services": self.registry.prefixes(),
+                "scope_url": "/scope/{base64url of the scope}/{service path}",
+            }
+            return Response(200, [("content-type", "application/json")], orjson.dumps(doc))
         if path == "/metrics" and method == "GET":
             return Response(200, [("content-type", METRICS_TYPE)], self.metrics.render())
         prefixes = ", ".join(sorted(self.registry.prefixes().values()))
         return error_response(
-            404, f"no service at {path!r}; this gateway serves {prefixes}, /healthz, /metrics"
+            404,
+            f"no service at {path!r}; this gateway serves {prefixes}, /healthz, /metrics, "
+            f"{DISCOVERY_PATH}",
         )
 
     async def close(self) -> None:

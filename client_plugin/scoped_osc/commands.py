@@ -20,6 +20,7 @@ from scoped_grammar import ScopeError
 from scoped.errors import EXIT_BAD_INPUT, ScopedError
 from scoped.explain import explain, site_names
 
+from .registry import fetch_known
 from .scope import ClientScope, resolve
 from .setting import CONFIG_KEY, ScopeSetting, setting_from_config
 
@@ -44,6 +45,13 @@ class ConfiguredScope:
         return resolve(self.setting, self.home)
 
 
+def _auth_url(client_manager: Any) -> str | None:
+    """The cloud's auth URL, from its config (reading it does not authenticate)."""
+    auth = client_manager.get_configuration().get("auth") or {}
+    url = auth.get("auth_url")
+    return str(url) if url else None
+
+
 class ExplainScope(command.Command):
     _description = (
         "Parse, check and show a scope: canonical text and plan, as 'scoped explain'.\n\n"
@@ -64,7 +72,8 @@ class ExplainScope(command.Command):
             metavar="<site,site,...>",
             help=(
                 "The site registry, in preference order: checks site names and "
-                "expands '*' (the gateway does not publish it yet)"
+                "expands '*' (default: the list the cloud's gateway publishes at "
+                "/.well-known/scoped, when it can be read)"
             ),
         )
         parser.add_argument(
@@ -74,8 +83,16 @@ class ExplainScope(command.Command):
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
         try:
-            sites = site_names(parsed_args.sites) if parsed_args.sites is not None else None
-            result = explain(parsed_args.scope, sites, parsed_args.home)
+            home = parsed_args.home
+            if parsed_args.sites is not None:
+                sites: Sequence[str] | None = site_names(parsed_args.sites)
+            else:
+                # The home gateway publishes its registry: check names against
+                # it. Unreadable (a filter site, no network): no registry.
+                known = fetch_known(_auth_url(self.app.client_manager))
+                sites = known.sites if known is not None else None
+                home = home or (known.site if known is not None else None)
+            result = explain(parsed_args.scope, sites, home)
         except ScopedError as err:
             self.app.stderr.write(f"openstack scope explain: {err}\n")
             return EXIT_BAD_INPUT

@@ -36,7 +36,7 @@ def osc_vendor_hook(conn: connection.Connection) -> None:
     """
     region = conn.config
     try:
-        resolved = resolve_config(region.config, region.name)
+        resolved = resolve_config(region.config, region.name, check_sites=True)
     except ScopeError as err:
         print(f"openstack: {err}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_SCOPE) from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,9 @@ from scoped_grammar import STAR, Scope, ScopeError, Site, canonical, parse
 
 from scoped import carry
 from scoped.carry import SUFFIX, attach, encode_scope
+from scoped.plan import plan_scope
 
+from .registry import fetch_known
 from .setting import CONFIG_KEY, ScopeSetting, setting_from_config
 
 SCOPE_HEADER = carry.SCOPE_HEADER.title()
@@ -157,23 +159,48 @@ class ClientScope:
         return out
 
 
-def resolve(setting: ScopeSetting | None, home: str | None) -> ClientScope | None:
+def resolve(
+    setting: ScopeSetting | None, home: str | None, sites: Sequence[str] | None = None
+) -> ClientScope | None:
     """Parse a setting and complete it with ``home``; None if no scope is set.
 
-    Raises :class:`ScopeSettingError` (a ``ScopeError`` naming the setting)
-    before anything is sent, so a bad scope never costs a round trip.
+    With ``sites`` (the registry the home gateway publishes), every site name
+    is checked against it too, with "did you mean". Raises
+    :class:`ScopeSettingError` (a ``ScopeError`` naming the setting) before
+    anything is sent, so a bad scope never costs a round trip.
     """
     if setting is None:
         return None
     try:
         scope = parse(setting.text)
+        if sites is not None:
+            plan_scope(scope, sites, home or None, text=setting.text)
     except ScopeError as err:
         raise ScopeSettingError(setting.origin, err) from None
     return ClientScope(scope, home or None, setting.origin)
 
 
-def resolve_config(config: Mapping[str, Any], cloud: str | None = None) -> ClientScope | None:
+def resolve_config(
+    config: Mapping[str, Any], cloud: str | None = None, check_sites: bool = False
+) -> ClientScope | None:
     """The scope of an openstacksdk cloud config (``CloudRegion.config``), completed
-    with its ``region_name``; None if it sets no scope."""
+    with its ``region_name``; None if it sets no scope. With ``check_sites``,
+    site names are checked against the list the home gateway publishes, when
+    it can be read (:mod:`scoped_osc.registry`)."""
     setting = setting_from_config(config.get(CONFIG_KEY), cloud)
-    return resolve(setting, config.get("region_name") or None)
+    home = config.get("region_name") or None
+    resolved = resolve(setting, home)  # a scope that does not parse sends nothing
+    if resolved is None or not check_sites:
+        return resolved
+    auth = config.get("auth") or {}
+    known = fetch_known(auth.get("auth_url"), verify=_verify(config))
+    if known is None:
+        return resolved
+    return resolve(setting, home or known.site, known.sites)
+
+
+def _verify(config: Mapping[str, Any]) -> bool | str:
+    if config.get("verify") is False or config.get("insecure") is True:
+        return False
+    cacert = config.get("cacert")
+    return str(cacert) if cacert else True

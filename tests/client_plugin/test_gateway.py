@@ -126,3 +126,43 @@ def test_sdk_connection_lists_both_sites_through_the_gateway(
     listings = net.sites["Denver"].requests("GET", "/compute/v2.1/servers/detail")
     assert len(listings) == 2
     assert all(r.headers["x-scope"] == SCOPE for r in listings)
+
+
+@pytest.fixture
+def via_gateway(net: Federation, tmp_path: Path) -> Path:
+    """A cloud whose auth URL is Berlin's gateway (as in the lab): the client
+    can read what that gateway knows (GET /.well-known/scoped)."""
+    auth_url = f"{net.gateways['Berlin']}/identity/v3"
+    return clouds_yaml(tmp_path / "gw-clouds.yaml", {"berlin": cloud(auth_url, "Berlin")})
+
+
+def test_the_gateway_publishes_its_sites(net: Federation) -> None:
+    import httpx  # noqa: PLC0415
+
+    doc = httpx.get(f"{net.gateways['Denver']}/.well-known/scoped", timeout=10).json()
+    assert doc["site"] == "Denver"
+    assert doc["sites"] == ["Berlin", "Denver"]
+    assert doc["services"]["compute"] == "/compute"
+
+
+def test_scope_explain_checks_names_against_the_gateways_sites(
+    net: Federation, via_gateway: Path, tmp_path: Path
+) -> None:
+    typo = openstack(tmp_path, via_gateway, "scope", "explain", "<nova: Berln&Denver>")
+    assert typo.status == 2
+    assert "unknown site 'Berln'; did you mean 'Berlin'?" in typo.stderr
+    star = openstack(tmp_path, via_gateway, "scope", "explain", "--json", "<nova: *>")
+    assert star.status == 0, star.stderr
+    plan = json.loads(star.stdout)["plan"]
+    assert plan["compute"] == {"all": [{"site": "Berlin"}, {"site": "Denver"}]}
+
+
+def test_a_typo_in_a_site_is_refused_before_anything_is_sent(
+    net: Federation, via_gateway: Path, tmp_path: Path
+) -> None:
+    result = openstack(tmp_path, via_gateway, "server", "list", "--os-scope", "<nova: Denvr>")
+    assert result.status == 2
+    assert "--os-scope: " in result.stderr and "did you mean 'Denver'?" in result.stderr
+    assert "Traceback" not in result.stderr
+    for site in net.sites.values():
+        assert not [r for r in site.received if is_token_request(r)], "no token was asked for"

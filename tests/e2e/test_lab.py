@@ -239,3 +239,13 @@ def test_openstacksdk_with_no_plugin_through_a_scoped_auth_url(lab: Lab) -> None
     denver = sdk("<nova: Denver, neutron: Denver>", image="cirros-berlin")
     assert "vm-denver" in denver["names"] and "vm-berlin" not in denver["names"]  # type: ignore[operator]
     assert denver["status"] == "ACTIVE"
+
+
+def test_scope_explain_knows_the_sites_from_the_gateway(lab: Lab) -> None:
+    typo = lab.openstack("scope", "explain", "<nova: Berlin&Denvr>")
+    assert typo.returncode == 2
+    assert "unknown site 'Denvr'; did you mean 'Denver'?" in typo.stderr
+    every = lab.openstack("scope", "explain", "--json", "<nova: *>")
+    assert every.returncode == 0, every.stderr
+    sites = [c["site"] for c in json.loads(every.stdout)["plan"]["compute"]["all"]]
+    assert sites == ["Berlin", "Denver", "Paris"]

@@ -374,3 +374,13 @@ def test_a_request_with_no_scope_leaves_the_token_as_it_came(nova: dict[str, Nov
     resp = core.request("GET", "/v2.1/servers", None)
     assert resp.status == 200
     assert nova["Berlin"].seen[-1].header("x-auth-token") == "t"
+
+
+def test_the_gateway_says_what_it_knows() -> None:
+    core = core_of({})
+    resp = core.gateway.own_response("/.well-known/scoped", "GET")
+    assert resp.status == 200
+    doc = body_of(resp)
+    assert doc["site"] == "Berlin"
+    assert doc["sites"] == ["Denver", "Paris", "Berlin"]  # the registry, in its order
+    assert doc["services"] == {"compute": "/compute"}
