@@ -117,20 +117,18 @@ class Link:
         )
 
     def describe(self) -> str:
-        """One line for ``scoped lab status``."""
+        """One line for ``scoped lab status``: ``->`` is a to b, ``<-`` b to a."""
 
         def pair(values: Sequence[float | None], unit: str) -> str:
-            if all(v is None for v in values):
-                return "no cap"
-            shown = ["-" if v is None else f"{v:g}" for v in values]
-            text = shown[0] if shown[0] == shown[1] else f"{shown[0]} / {shown[1]}"
-            return f"{text} {unit}"
+            shown = ["none" if v is None else f"{v:g} {unit}" for v in values]
+            if shown[0] == shown[1]:
+                return "no cap" if values[0] is None else f"{shown[0]} each way"
+            return f"{shown[0]} ->, {shown[1]} <-"
 
-        delay = pair(self.delay, "ms")
         state = "up" if self.cut is None else f"CUT ({self.cut})"
         return (
-            f"{self.a + ' - ' + self.b:<24} delay {delay:<14} jitter {self.jitter:<5g} "
-            f"bandwidth {pair(self.bandwidth, 'Mbit/s'):<16} {state}"
+            f"{self.a + ' <-> ' + self.b:<22} delay {pair(self.delay, 'ms'):<22} "
+            f"jitter {self.jitter:<5.0%} bandwidth {pair(self.bandwidth, 'Mbit/s'):<26} {state}"
         )
 
 

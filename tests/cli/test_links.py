@@ -381,7 +381,9 @@ def test_status_and_a_restart_keep_the_links_state(servers: tuple[Server, Server
         emu.cmd(cmd="cut", a="A", b="B", mode="refuse")
         assert load_state(emu.files)[frozenset("AB")].delay == (12, 34)
         lines = show(emu.files)
-        assert "12 / 34 ms" in lines[0] and "CUT (refuse)" in lines[0], lines
+        assert "A <-> B" in lines[0] and "delay 12 ms ->, 34 ms <-" in lines[0], lines
+        assert "bandwidth 100 Mbit/s ->, none <-" in lines[0], lines
+        assert "CUT (refuse)" in lines[0], lines
         emu.stop()
         assert "NOT RUNNING" in show(emu.files)[0]
         emu.start()
