@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from .answer import Answer, Shortfall, SiteReport, Verdict, verdict_of
 from .config import Limits
 from .errors import BodyTooLarge, CallError, Failure
-from .forward import rewrite_links, rewrite_location, upstream_headers, upstream_url
+from .forward import upstream_headers, upstream_url
 from .http import SMALL_BODY, Request, content_length, header
+from .links import rewrite_links, rewrite_location
 from .metrics import Metrics
 from .paging import Listing, site_query
 from .policies import Send, SiteCall
@@ -114,7 +115,7 @@ class SiteCaller:
             except Failure as err:
                 ms = (time.perf_counter() - start) * 1000
                 return self._failed(req, site, err, ms)
-            answer.body = rewrite_links(body, base, req.entry_url)
+            answer.body = rewrite_links(body, base, req.entry_url, req.service)
             answer.reply = None
         elif merging and answer.verdict is not Verdict.OK:
             # Keep error bodies small and readable for the per-site report.
@@ -128,15 +129,18 @@ class SiteCaller:
         return answer
 
     async def inline_small_body(self, answer: Answer, req: Request) -> None:
-        """Read a small body (by Content-Length) now: one write to the client
-        instead of a stream, and its links can be rewritten."""
+        """Read a small body, or a JSON one, (by Content-Length) now: one write
+        to the client instead of a stream, and its links can be rewritten."""
         reply = answer.reply
         assert reply is not None
         length = content_length(reply.headers)
-        if length is None or length > SMALL_BODY:
+        # JSON is read whole (up to the merge limit) so that its links are
+        # rewritten at any size; anything else only when small.
+        limit = self.limits.max_merge_bytes if is_json(reply.headers) else SMALL_BODY
+        if length is None or length > limit:
             return
         try:
-            body = await reply.read(SMALL_BODY)
+            body = await reply.read(limit)
         except Failure as err:
             answer.verdict, answer.status = Verdict.FAILED, 502
             answer.headers = []
@@ -146,7 +150,7 @@ class SiteCaller:
         answer.reply = None
         if answer.site is not None and is_json(reply.headers):
             base = self.registry.endpoint(answer.site, req.service) or ""
-            body = rewrite_links(body, base, req.entry_url)
+            body = rewrite_links(body, base, req.entry_url, req.service)
             if req.url_prefix and req.service == "identity":
                 origin = req.entry_url[: req.entry_url.index(req.url_prefix)]
                 body = rewrite_catalog(body, origin, req.url_prefix)

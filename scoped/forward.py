@@ -3,7 +3,8 @@
 Local calls go to this site's backend; remote calls to the other site's entry
 URL, marked with the hop header so that site serves them itself. The scope
 suffix is stripped from token headers for the identity service only; every
-other service gets the token as it came, so it can pass the scope on.
+other service gets the token as it came, so it can pass the scope on (with
+the request's complete scope when it named one).
 
 A service token (``X-Service-Token``) sent to another site is marked with the
 scope ``<identity: ORIGIN>``: it was issued by this site's Keystone, and the
@@ -14,7 +15,6 @@ plugin). The mark routes that validation back here (docs/design.md §4).
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 from scoped_grammar import Scope, Site, canonical
@@ -82,40 +82,3 @@ def upstream_url(req: Request, registry: Registry, site: str, query: str) -> str
     if base is None:
         return None
     return f"{base}{req.path}?{query}" if query else f"{base}{req.path}"
-
-
-def _link_pattern(base: str) -> re.Pattern[bytes]:
-    # The base only where a URL continues or ends after it: a base of
-    # http://h:1877 must not match inside http://h:18774.
-    return re.compile(re.escape(base.encode()) + rb'(?=[/?#"]|$)')
-
-
-_PATTERNS: dict[str, re.Pattern[bytes]] = {}
-
-
-def rewrite_links(body: bytes, base: str, entry_url: str) -> bytes:
-    """Absolute links to the site's endpoint, pointed at this gateway instead,
-    so that follow-up calls come back here with their scope (docs/design.md §5)."""
-    if not base or base == entry_url or base.encode() not in body:
-        return body
-    pattern = _PATTERNS.get(base)
-    if pattern is None:
-        pattern = _PATTERNS[base] = _link_pattern(base)
-    return pattern.sub(entry_url.encode(), body)
-
-
-def rewrite_location(
-    headers: list[tuple[str, str]], base: str, entry_url: str
-) -> list[tuple[str, str]]:
-    """The ``Location`` header rewritten like links in bodies."""
-    if not base or base == entry_url:
-        return headers
-    out = headers
-    for i, (name, value) in enumerate(headers):
-        if name in ("location", "content-location") and value.startswith(base):
-            rest = value[len(base) :]
-            if not rest or rest[0] in "/?#":
-                if out is headers:
-                    out = list(headers)
-                out[i] = (name, entry_url + rest)
-    return out

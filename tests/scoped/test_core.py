@@ -384,3 +384,24 @@ def test_the_gateway_says_what_it_knows() -> None:
     assert doc["site"] == "Berlin"
     assert doc["sites"] == ["Denver", "Paris", "Berlin"]  # the registry, in its order
     assert doc["services"] == {"compute": "/compute"}
+
+
+def test_links_are_rewritten_in_a_json_answer_of_any_size() -> None:
+    """A 300 KiB list: its links point back at this gateway (above 64 KiB
+    too); a value that merely names the site stays as stored."""
+
+    async def big(ex: Exchange) -> MemoryReply:
+        base = f"{origin('Denver')}/compute"
+        servers = [
+            {"id": str(i), "links": [{"rel": "self", "href": f"{base}/v2.1/servers/{i}"}]}
+            for i in range(3000)
+        ]
+        return json_reply(200, {"servers": servers, "note": f"{base}/v2.1/"})
+
+    core = core_of({"Denver": big})
+    resp = core.request("GET", "/v2.1/servers/detail", "<nova: Denver>")
+    assert resp.status == 200
+    assert isinstance(resp.body, bytes) and len(resp.body) > 64 * 1024
+    data = body_of(resp)
+    assert data["servers"][2999]["links"][0]["href"] == f"{ENTRY}/v2.1/servers/2999"
+    assert data["note"] == f"{origin('Denver')}/compute/v2.1/"
