@@ -122,7 +122,8 @@ class Emu:
                 if send(self.files, {"cmd": "status"}, timeout=2).get("ok"):
                     return
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
+                self.proc.kill()  # ours, by its handle, if it still runs
+                _, err = self.proc.communicate(timeout=10)
                 pytest.fail(f"the link emulator did not start: {err}")
             time.sleep(0.05)
 
