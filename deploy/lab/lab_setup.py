@@ -32,7 +32,7 @@ SERVICES = {
     "nova": ("compute", "nova", ("admin", "service")),
     "neutron": ("network", "neutron", ("admin", "service")),
 }
-# The future gateway's own account at each site (DESIGN.md section 8, `auth`).
+# The future gateway's own account at each site (docs/design.md §8, `auth`).
 GATEWAY_USER = ("scoped", ("admin",))
 
 
