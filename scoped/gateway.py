@@ -205,7 +205,7 @@ class Gateway:
             raise GatewayError(
                 400,
                 f"the scope sends this request to {width} sites; this gateway allows "
-                f"at most {self.config.limits.max_fanout}",
+                f"at most {self.config.limits.max_fanout} (limits: max_fanout in its config)",
             )
         return node, applied_scope(scope, self.registry.local), width
 

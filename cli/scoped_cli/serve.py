@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import resource
 from types import ModuleType
 
 from scoped.config import Config
@@ -35,10 +36,43 @@ def _import(server: str, module: str) -> ModuleType:
         ) from None
 
 
+LOG = logging.getLogger("scoped.gateway")
+
+WANTED_OPEN_FILES = 65536
+"""Open files a gateway asks for: a wide fan-out holds a connection per site
+(and a 1024 soft limit, a common default, runs out at a few hundred sites
+times a few requests in flight)."""
+ENOUGH_OPEN_FILES = 8192
+"""Below this (the hard limit allowing no more), the log says to raise it."""
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files towards :data:`WANTED_OPEN_FILES`,
+    as far as the hard limit allows; say so when it cannot. Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as err:
+            LOG.warning("open files limit stays at %d (could not raise it: %s)", soft, err)
+    if soft != resource.RLIM_INFINITY and soft < ENOUGH_OPEN_FILES:
+        LOG.warning(
+            "open files limit is %d (hard limit %d): a wide fan-out may run out; "
+            "raise it (ulimit -n, LimitNOFILE=) to %d",
+            soft,
+            hard,
+            WANTED_OPEN_FILES,
+        )
+    return soft
+
+
 def serve(
     server: str, config: Config, config_file: str, host: str, port: int, log_level: str
 ) -> None:
     """Serve ``config``'s gateway on ``host:port`` until stopped."""
+    raise_open_files_limit()
     if server == "granian":
         granian = _import(server, "granian")
         _import(server, "uvloop")
@@ -93,6 +127,9 @@ def log_to_stderr(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("scoped")
+    for old in [h for h in logger.handlers if getattr(h, "scoped_stderr", False)]:
+        logger.removeHandler(old)  # called again in one process (tests): one handler
+    handler.scoped_stderr = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False

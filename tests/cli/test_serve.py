@@ -40,3 +40,26 @@ def test_a_server_that_is_not_installed_is_named_with_how_to_get_it(
     assert f"--server {server}: the '{module}' package is not installed here" in err
     assert f"pip install {module}" in err
     assert "Traceback" not in err
+
+
+def test_the_open_files_limit_is_raised_as_far_as_allowed() -> None:
+    import resource  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    code = (
+        "import resource; from scoped_cli.serve import raise_open_files_limit as r; "
+        "print(r(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    returned, now = (int(x) for x in out.stdout.split())
+    expected = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    assert returned == now == expected
+    assert soft >= 0  # the test's own limit is untouched
