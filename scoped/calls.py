@@ -98,7 +98,7 @@ class SiteCaller:
         answer = Answer(
             verdict_of(status),
             status,
-            rewrite_location(reply.headers, base, req.entry_url),
+            _relocate(reply.headers, base, req),
             site=site,
             reply=reply,
         )
@@ -115,7 +115,7 @@ class SiteCaller:
             except Failure as err:
                 ms = (time.perf_counter() - start) * 1000
                 return self._failed(req, site, err, ms)
-            answer.body = rewrite_links(body, base, req.entry_url, req.service)
+            answer.body = _relink(body, base, req)
             answer.reply = None
         elif merging and answer.verdict is not Verdict.OK:
             # Keep error bodies small and readable for the per-site report.
@@ -150,11 +150,33 @@ class SiteCaller:
         answer.reply = None
         if answer.site is not None and is_json(reply.headers):
             base = self.registry.endpoint(answer.site, req.service) or ""
-            body = rewrite_links(body, base, req.entry_url, req.service)
+            body = _relink(body, base, req)
             if req.url_prefix and req.service == "identity":
                 origin = req.entry_url[: req.entry_url.index(req.url_prefix)]
                 body = rewrite_catalog(body, origin, req.url_prefix)
         answer.body = body
+
+
+def _unscoped_entry(req: Request) -> str:
+    """This gateway's entry URL for the service without the scoped prefix."""
+    return req.entry_url.replace(req.url_prefix, "", 1)
+
+
+def _relink(body: bytes, base: str, req: Request) -> bytes:
+    """Links to the site (and, through a scoped URL, links to this gateway
+    that lack the scoped prefix: a service that knows its public URL writes
+    them) pointed at the entry URL the client used."""
+    body = rewrite_links(body, base, req.entry_url, req.service)
+    if req.url_prefix:
+        body = rewrite_links(body, _unscoped_entry(req), req.entry_url)
+    return body
+
+
+def _relocate(headers: list[tuple[str, str]], base: str, req: Request) -> list[tuple[str, str]]:
+    headers = rewrite_location(headers, base, req.entry_url)
+    if req.url_prefix:
+        headers = rewrite_location(headers, _unscoped_entry(req), req.entry_url)
+    return headers
 
 
 def _broke_off(site: str | None, err: Failure) -> Shortfall:

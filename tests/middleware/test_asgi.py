@@ -103,3 +103,20 @@ def test_a_bad_scope_in_the_url_is_a_400_that_says_so() -> None:
     assert status == 400
     assert "base64url" in body["error"]["message"]
     assert seen == {"Berlin": [], "Denver": []}
+
+
+def test_links_to_this_gateway_keep_the_scoped_prefix() -> None:
+    """Keystone configured with its public URL (the gateway's) writes links
+    to the gateway without the scoped prefix: they get it."""
+    upstream = MemoryUpstream()
+
+    async def keystone(ex: Exchange) -> MemoryReply:
+        links = [{"rel": "self", "href": "http://gw.test/identity/v3/"}]
+        return json_reply(200, {"version": {"id": "v3.14", "links": links}})
+
+    upstream.handlers["http://berlin.test"] = keystone
+    app = GatewayApp(Gateway(parse_config(CONFIG, "<test>"), upstream))
+    prefix = "/scope/" + encode_scope("<nova: Denver>")
+    status, body = call(app, "GET", prefix + "/identity/v3", {})
+    assert status == 200
+    assert body["version"]["links"][0]["href"] == f"http://gw.test{prefix}/identity/v3/"
