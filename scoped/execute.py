@@ -81,7 +81,13 @@ class Executor:
                 )
                 break
         result = Answer(Verdict.FAILED, 502, reports=reports)
-        return _failed(tried, result, "every site of a failover (|) failed", stop_reason)
+        result = _failed(tried, result, "every site of a failover (|) failed", stop_reason)
+        if req.method in ("GET", "HEAD") and any(t.verdict is Verdict.ABSENT for t in tried):
+            # Read: the sites that answered do not have it, the others could
+            # not be asked. "Not found" is the best answer there is (a client
+            # then looks it up by name, say); the message names the rest.
+            result.status, result.verdict = 404, Verdict.ABSENT
+        return result
 
     async def _all(self, node: All, req: Request, listing: Listing | None) -> Answer:
         answers = await asyncio.gather(

@@ -102,14 +102,24 @@ def ensure_image(conn, name, fill):
     log(f"  image   {name:14} {conn.image.find_image(name).status} (public)")
 
 
+FLAVOR_ID = "m1.tiny"
+
+
 def resources(conn, site):
     ensure_image(conn, "tiny", b"\0")
     # An image only this site has: boot elsewhere with <glance: ThisSite>.
     ensure_image(conn, f"cirros-{site.lower()}", site.encode()[:1])
 
-    if conn.compute.find_flavor("m1.tiny") is None:
-        conn.compute.create_flavor(name="m1.tiny", ram=64, vcpus=1, disk=1)
-    log("  flavor  m1.tiny (1 vCPU, 64 MiB, 1 GB)")
+    # The same flavor id at every site, as an operator of a federation keeps
+    # them (Nova lets the creator choose it): a fan-out boot names one flavor
+    # that every site resolves (`<nova: Berlin&Denver>`, docs/design.md §11).
+    flavor = conn.compute.find_flavor("m1.tiny")
+    if flavor is not None and flavor.id != FLAVOR_ID:
+        conn.compute.delete_flavor(flavor)  # an older lab's: a random id
+        flavor = None
+    if flavor is None:
+        conn.compute.create_flavor(id=FLAVOR_ID, name="m1.tiny", ram=64, vcpus=1, disk=1)
+    log(f"  flavor  m1.tiny (id {FLAVOR_ID}: 1 vCPU, 64 MiB, 1 GB)")
 
     net = conn.network.find_network("net1")
     if net is None:

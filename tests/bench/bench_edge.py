@@ -185,6 +185,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(ROOT / "lab"))
     parser.add_argument("--skip-image", action="store_true", help="skip the 100 MiB image")
+    parser.add_argument("--rows", help="only these rows, by number from 0 (e.g. 3,4)")
+    parser.add_argument("--columns", help="only these columns: global,blackhole,refuse")
     args = parser.parse_args()
     lab = Lab(Path(args.dir))
     status = subprocess.run(
@@ -194,12 +196,18 @@ def main() -> None:
     links = [ln for ln in status.stdout.splitlines() if "<->" in ln or "->" in ln]
     print("links:\n" + "\n".join(links))
     cells: dict[tuple[int, str], Cell] = {}
+    rows = {int(r) for r in args.rows.split(",")} if args.rows else set(range(len(ROWS)))
+    columns = set(args.columns.split(",")) if args.columns else {"global", "blackhole", "refuse"}
     try:
         for label, mode in COLUMNS:
+            if (mode or "global") not in columns:
+                continue
             if mode is not None:
                 lab.cut_denver(mode)
             try:
                 for i, row in enumerate(ROWS):
+                    if i not in rows:
+                        continue
                     tag = f"{i}-{mode or 'up'}-{os.getpid()}"
                     cell = run_cell(lab, row, tag)
                     if row.image:  # read straight at each site: no link is crossed

@@ -405,3 +405,16 @@ def test_links_are_rewritten_in_a_json_answer_of_any_size() -> None:
     data = body_of(resp)
     assert data["servers"][2999]["links"][0]["href"] == f"{ENTRY}/v2.1/servers/2999"
     assert data["note"] == f"{origin('Denver')}/compute/v2.1/"
+
+
+def test_a_read_that_no_reachable_site_has_is_not_found() -> None:
+    """`<glance: Denver|Paris>` with Denver cut off and Paris not having the
+    id: 404 (the client goes on to look it up by name), naming Denver; a
+    write in the same case stays a 502."""
+    core = core_of({"Denver": failing(Refused("refused")), "Paris": answering(404)})
+    read = core.request("GET", "/v2.1/servers/x", "<nova: Denver|Paris>")
+    assert read.status == 404
+    message = body_of(read)["error"]["message"]
+    assert "Denver: refused" in message and "Paris: 404" in message
+    write = core.request("DELETE", "/v2.1/servers/x", "<nova: Denver|Paris>")
+    assert write.status == 502
