@@ -136,7 +136,8 @@ class SiteCaller:
         length = content_length(reply.headers)
         # JSON is read whole (up to the merge limit) so that its links are
         # rewritten at any size; anything else only when small.
-        limit = self.limits.max_merge_bytes if is_json(reply.headers) else SMALL_BODY
+        json_body = is_json(reply.headers)
+        limit = self.limits.max_merge_bytes if json_body else SMALL_BODY
         if length is None or length > limit:
             return
         try:
@@ -148,7 +149,7 @@ class SiteCaller:
             answer.shortfall = _broke_off(answer.site, err)
             return
         answer.reply = None
-        if answer.site is not None and is_json(reply.headers):
+        if answer.site is not None and json_body:
             base = self.registry.endpoint(answer.site, req.service) or ""
             body = _relink(body, base, req)
             if req.url_prefix and req.service == "identity":

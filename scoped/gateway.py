@@ -141,7 +141,7 @@ class Gateway:
                     # Whatever carried the scope here, it travels on complete,
                     # on the token, so every site (and the calls its services
                     # make with the token) reads the same scope.
-                    req = req.carrying(applied)
+                    req.carry(applied)
             listing = None
             if not isinstance(node, Call):
                 await self._prepare_body(req, node)

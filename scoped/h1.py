@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httptools
@@ -74,6 +74,8 @@ class Connection(asyncio.Protocol):
         self._last = 0.0
         self._timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._doubt: Callable[[], None] | None = None
+        self._doubt_at = 0.0
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -166,18 +168,26 @@ class Connection(asyncio.Protocol):
         chunked: bool,
         head_only: bool,
         timeout: float,
+        doubt: Callable[[], None] | None = None,
+        doubt_after: float = 0.0,
     ) -> None:
         """Send a request and wait for the status line and headers of its answer.
 
         ``timeout`` bounds each silence of the site: before the answer, and
-        between two parts of its body.
+        between two parts of its body. ``doubt`` is called once if no byte of
+        the answer has come ``doubt_after`` seconds after the request (on the
+        same timer: it costs nothing when the answer comes in time).
         """
         self._reset()
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._timeout = timeout
         self._last = self.loop.time()
-        self._timer = self.loop.call_at(self._last + timeout, self._check_silence)
+        first = self._last + timeout
+        if doubt is not None and doubt_after < timeout:
+            self._doubt, self._doubt_at = doubt, self._last + doubt_after
+            first = self._doubt_at
+        self._timer = self.loop.call_at(first, self._check_silence)
         transport = self.transport
         assert transport is not None
         if self.closed or transport.is_closing():
@@ -307,6 +317,11 @@ class Connection(asyncio.Protocol):
         self._timer = None
         if self._complete or self._error is not None or self._parser is None:
             return
+        doubt, self._doubt = self._doubt, None
+        if doubt is not None and not self._answered:
+            doubt()
+            if self._error is not None:
+                return
         deadline = self._last + self._timeout
         if self._paused:  # our reader is behind: the site is not silent
             deadline = self.loop.time() + self._timeout

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -169,20 +169,24 @@ class Request:
     url_prefix: str = ""
     """``/scope/<scope>`` when the request came through a scoped URL: part of
     ``entry_url``, kept on the links and catalogs the client gets back."""
-    carried: str | None = None
-    """The complete scope that travels on with the request's token (set by
-    the gateway when the request named a scope, from any source): what the
-    receiving site needs to route the calls it makes with that token."""
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)
 
-    def carrying(self, scope: str) -> Request:
-        """This request, carrying ``scope`` on its token; same request id."""
-        rid = self.request_id
-        out = replace(self, carried=scope)
-        out.__dict__["_request_id"] = rid
-        return out
+    @property
+    def carried(self) -> str | None:
+        """The complete scope that travels on with the request's token (set
+        by the gateway, :meth:`carry`, when the request named a scope from
+        any source): what the receiving site needs to route the calls it
+        makes with that token."""
+        found: str | None = self.__dict__.get("_carried")
+        return found
+
+    def carry(self, scope: str) -> None:
+        """Set :attr:`carried`, once, as the gateway plans the request. Kept in
+        the instance's ``__dict__`` like :attr:`request_id`: a second frozen
+        Request per request would cost more than everything around it."""
+        self.__dict__["_carried"] = scope
 
     @property
     def request_id(self) -> str:

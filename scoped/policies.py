@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tenacity import (
     AsyncRetrying,
@@ -38,9 +38,9 @@ from .identity import Identities, IdentityError
 from .upstream import Reply, Upstream
 
 
-@dataclass(frozen=True, slots=True)
-class SiteCall:
-    """One request to one site, addressed and ready to send."""
+class SiteCall(NamedTuple):
+    """One request to one site, addressed and ready to send (a named tuple:
+    made on every call, it must cost next to nothing)."""
 
     site: str
     method: str
@@ -133,9 +133,12 @@ class ServiceTokens:
         self.inner = inner
         self.identities = identities
 
-    async def __call__(self, call: SiteCall) -> Reply:
+    def __call__(self, call: SiteCall) -> Awaitable[Reply]:
         if not call.validates_token or not self.identities.has(call.site):
-            return await self.inner(call)
+            return self.inner(call)  # passed through: no coroutine of its own
+        return self._validate(call)
+
+    async def _validate(self, call: SiteCall) -> Reply:
         for attempt in (1, 2):
             try:
                 token = await self.identities.service_token(call.site)
@@ -183,7 +186,9 @@ def policy_stack(
     identities: Identities | None = None,
 ) -> Send:
     """The stack every site call goes through, outermost first."""
-    send: Send = Retrying(Transport(upstream), retries, circuits)
-    if identities is not None:
+    send: Send = Transport(upstream)
+    if retries.attempts > 1:
+        send = Retrying(send, retries, circuits)
+    if identities is not None and identities.sites():
         send = ServiceTokens(send, identities)
     return CircuitBreaking(send, circuits)

@@ -19,6 +19,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from .config import Timeouts
@@ -237,7 +238,6 @@ class HttpUpstream:
         chunked: bool,
         timeouts: Timeouts,
     ) -> _Reply:
-        loop = asyncio.get_running_loop()
         while True:
             conn, fresh = await self._acquire(origin, timeouts.connect)
             # A kept connection whose answer does not begin within the connect
@@ -245,14 +245,12 @@ class HttpUpstream:
             # close connections): then a new connection is tried, and if
             # none comes either, the site is unreachable (_check_reachable).
             # Without it a cut link costs the total timeout (60 s), not one
-            # connect timeout.
-            watch = None
-            if not fresh:
-                watch = loop.call_later(
-                    timeouts.connect, self._doubt, origin, conn, timeouts.connect
-                )
+            # connect timeout. The check rides on the exchange's own timer.
+            doubt = None if fresh else partial(self._doubt, origin, conn, timeouts.connect)
             try:
-                await conn.request(head, body, chunked, method == "HEAD", timeouts.total)
+                await conn.request(
+                    head, body, chunked, method == "HEAD", timeouts.total, doubt, timeouts.connect
+                )
             except ConnectionBroken as err:
                 conn.finish()
                 # A kept-alive connection the site closed while it was idle,
@@ -272,9 +270,6 @@ class HttpUpstream:
             except BaseException:
                 conn.finish()  # cancelled mid-exchange: the connection is closed
                 raise
-            finally:
-                if watch is not None:
-                    watch.cancel()
             return _Reply(conn, self)
 
     def _doubt(self, origin: _Origin, conn: Connection, timeout: float) -> None:
