@@ -75,7 +75,8 @@ class Connection(asyncio.Protocol):
         self._timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._doubt: Callable[[], None] | None = None
-        self._doubt_at = 0.0
+        self._doubt_after = 0.0
+        self._doubted = -1.0
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -176,7 +177,8 @@ class Connection(asyncio.Protocol):
         ``timeout`` bounds each silence of the site: before the answer, and
         between two parts of its body. ``doubt`` is called once if no byte of
         the answer has come ``doubt_after`` seconds after the request (on the
-        same timer: it costs nothing when the answer comes in time).
+        same timer: it costs nothing when the answer comes in time), and
+        again whenever the site falls silent that long in the middle of it.
         """
         self._reset()
         self._parser = httptools.HttpResponseParser(self)
@@ -185,8 +187,8 @@ class Connection(asyncio.Protocol):
         self._last = self.loop.time()
         first = self._last + timeout
         if doubt is not None and doubt_after < timeout:
-            self._doubt, self._doubt_at = doubt, self._last + doubt_after
-            first = self._doubt_at
+            self._doubt, self._doubt_after = doubt, doubt_after
+            first = self._last + doubt_after
         self._timer = self.loop.call_at(first, self._check_silence)
         transport = self.transport
         assert transport is not None
@@ -249,9 +251,22 @@ class Connection(asyncio.Protocol):
         return self._complete
 
     @property
-    def awaiting_head(self) -> bool:
-        """An exchange is under way and no answer has begun to arrive."""
-        return self._parser is not None and not self._answered and self._error is None
+    def heard_at(self) -> float:
+        """When the site last sent a byte of this exchange (or it began)."""
+        return self._last
+
+    @property
+    def answered(self) -> bool:
+        return self._answered
+
+    def silent_since(self, heard_at: float) -> bool:
+        """The exchange is under way and nothing came since ``heard_at``."""
+        return (
+            self._parser is not None
+            and not self._complete
+            and self._error is None
+            and self._last == heard_at
+        )
 
     def abort(self, err: ConnectionBroken) -> None:
         """End the exchange with ``err`` (the caller found the site unreachable)."""
@@ -317,21 +332,26 @@ class Connection(asyncio.Protocol):
         self._timer = None
         if self._complete or self._error is not None or self._parser is None:
             return
-        doubt, self._doubt = self._doubt, None
-        if doubt is not None and not self._answered:
+        now = self.loop.time()
+        doubt = self._doubt if not self._paused and self._doubted != self._last else None
+        if doubt is not None and now >= self._last + self._doubt_after:
+            self._doubted = self._last  # once per silence
             doubt()
             if self._error is not None:
                 return
+            doubt = None
         deadline = self._last + self._timeout
         if self._paused:  # our reader is behind: the site is not silent
-            deadline = self.loop.time() + self._timeout
-        if self.loop.time() >= deadline:
+            deadline = now + self._timeout
+        if now >= deadline:
             self._fail(
                 ConnectionBroken(
                     f"no answer from the site for {self._timeout:g} s", self._answered, True
                 )
             )
         else:
+            if doubt is not None:
+                deadline = min(deadline, self._last + self._doubt_after)
             self._timer = self.loop.call_at(deadline, self._check_silence)
 
     def _wake_head(self) -> None:

@@ -246,7 +246,7 @@ class HttpUpstream:
             # none comes either, the site is unreachable (_check_reachable).
             # Without it a cut link costs the total timeout (60 s), not one
             # connect timeout. The check rides on the exchange's own timer.
-            doubt = None if fresh else partial(self._doubt, origin, conn, timeouts.connect)
+            doubt = partial(self._doubt, origin, conn, timeouts.connect)
             try:
                 await conn.request(
                     head, body, chunked, method == "HEAD", timeouts.total, doubt, timeouts.connect
@@ -273,26 +273,31 @@ class HttpUpstream:
             return _Reply(conn, self)
 
     def _doubt(self, origin: _Origin, conn: Connection, timeout: float) -> None:
-        if conn.awaiting_head and not self._closed:
-            task = asyncio.ensure_future(self._check_reachable(origin, conn, timeout))
+        if not self._closed:
+            heard_at = conn.heard_at
+            task = asyncio.ensure_future(self._check_reachable(origin, conn, timeout, heard_at))
             self._checks.add(task)
             task.add_done_callback(self._checks.discard)
 
-    async def _check_reachable(self, origin: _Origin, conn: Connection, timeout: float) -> None:
-        """A new connection to the site, while ``conn`` waits for an answer:
-        none within the connect timeout means the site is cut off, and
-        ``conn``'s exchange ends as a timeout (the request was sent: no
-        failover for a write). One that comes means the site is only slow;
-        it joins the idle pool."""
+    async def _check_reachable(
+        self, origin: _Origin, conn: Connection, timeout: float, heard_at: float
+    ) -> None:
+        """A new connection to the site, while ``conn`` waits for its answer
+        (or the rest of it): none within the connect timeout, and nothing
+        heard on ``conn`` meanwhile, means the site is cut off, and ``conn``'s
+        exchange ends as a timeout (the request was sent: no failover for a
+        write; a body being streamed breaks off). One that comes means the
+        site is only slow; it joins the idle pool."""
         try:
             fresh = await self._connect(origin, timeout)
         except Failure as err:
-            if conn.awaiting_head:
+            if conn.silent_since(heard_at):
+                what = "its answer stopped" if conn.answered else "no answer"
                 conn.abort(
                     ConnectionBroken(
-                        f"no answer on a kept connection, and no new connection: "
+                        f"{what} on this connection, and no new connection: "
                         f"the site is unreachable ({err.detail})",
-                        answered=False,
+                        answered=conn.answered,
                         timed_out=True,
                     )
                 )

@@ -8,14 +8,17 @@ the core: :meth:`~scoped.gateway.Gateway.own_response`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from scoped.config import Config
-from scoped.errors import ClientDisconnected
+from scoped.errors import ClientDisconnected, Failure
 from scoped.gateway import Gateway
 from scoped.http import SMALL_BODY, Body, Request, Response, content_length, header
 from scoped.urlscope import split_scope_path
+
+LOG = logging.getLogger("scoped.gateway")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -121,6 +124,11 @@ async def _send(send: Send, resp: Response) -> None:
         async for chunk in body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    except Failure as err:
+        # The site broke off mid-answer: the status is sent, so the only
+        # honest signal left is an incomplete body; the server closes the
+        # connection when the app returns without finishing it.
+        LOG.warning("an answer broke off while streaming to the client: %s", err)
     finally:
         if resp.close is not None:
             result = resp.close()

@@ -660,3 +660,55 @@ def test_a_kept_connection_that_goes_silent_is_checked_with_a_new_one(cut: bool)
         assert "the site is unreachable" in result.detail
     else:
         assert result == b"slow"
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_an_answer_that_stops_midway_is_checked_with_a_new_connection(cut: bool) -> None:
+    """A body that stops flowing for longer than the connect timeout: cut
+    off (no new connection either) -> the stream breaks off as a timeout
+    now, not after the total timeout; only slow -> the rest arrives."""
+
+    async def main() -> object:
+        sites: list[Site] = []
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await sites[0].read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nabcd")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            assert sites[0].server is not None
+            sites[0].server.close()  # this connection stays; no new ones are served
+            if cut:
+                held.extend(await _black_hole_on(port))
+                await asyncio.sleep(30)
+            else:
+                sites[0].server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
+                await asyncio.sleep(0.8)
+                writer.write(b"efgh")
+                await writer.drain()
+                await asyncio.sleep(30)
+
+        held: list[socket.socket] = []
+        async with Site(handler) as site:
+            sites.append(site)
+            port = int(site.url.rsplit(":", 1)[1])
+            up = HttpUpstream()
+            timeouts = Timeouts(connect=0.3, total=20.0)
+            try:
+                reply = await up.send("GET", site.url + "/big", (), None, timeouts)
+                result: object = b"".join([chunk async for chunk in reply.stream()])
+            except Failure as err:
+                result = err
+            finally:
+                for s in held:
+                    s.close()
+            await up.close()
+            return result
+
+    result = run(main())
+    if cut:
+        assert isinstance(result, Failure)
+        assert (result.kind, result.sent) == ("timeout", True)
+        assert "its answer stopped on this connection" in result.detail
+    else:
+        assert result == b"abcdefgh"
