@@ -2,29 +2,29 @@
 the default WAN (Berlin-Denver 75 ms each way, Berlin-Paris 5 ms), links cut
 and healed with ``scoped lab link`` while the lab runs.
 
-Every test leaves the links healed. Timing checks are lower bounds, or
-generous upper bounds that tell connect timeouts (2 s in the lab's
-scoped.yaml; a kept connection gone silent costs two: its answer does not
-begin, then no new connection comes) from the gateway's total timeout (60 s).
+Every test leaves the links healed. No test asserts how long anything took
+(bench_edge.py measures that); which timeout ended a call is read from the
+gateway's message. The one timing check is a lower bound: a call across a
+link takes at least its round trip (the links are really in the path).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pytest
 from scoped_cli.wan import LabFiles, load_state
 
 from .conftest import Lab
 
 pytestmark = pytest.mark.e2e
-
-CONNECT_TIMEOUT = 2.0  # deploy/lab/lab: timeouts.connect in every scoped.yaml
-WELL_BELOW_TOTAL = 30.0  # the gateway's total timeout is 60 s
 
 
 def names(out: str) -> set[str]:
@@ -90,18 +90,19 @@ def test_cross_site_calls_cross_the_wan(lab: Lab) -> None:
 
 def test_a_black_holed_denver(lab: Lab) -> None:
     with cut(lab, "Denver"):
-        code, _, err, took = timed(
+        code, _, err, _ = timed(
             lab, "server", "list", "-f", "json", "--os-scope", "<nova: Berlin&Denver>"
         )
         assert code != 0
         assert "Denver: timeout" in err, err[-3000:]
-        assert CONNECT_TIMEOUT <= took < WELL_BELOW_TOTAL
-        code, out, err, took = timed(
+        # The connect timeout's wait, not the total timeout's (60 s): the
+        # message says which one ended it.
+        assert "for 60 s" not in err, err[-3000:]
+        code, out, err, _ = timed(
             lab, "server", "list", "-f", "json", "--os-scope", "<nova: Denver|Berlin>"
         )
         assert code == 0, err[-3000:]
         assert "vm-berlin" in names(out)
-        assert took < WELL_BELOW_TOTAL
         code, out, err, _ = timed(
             lab, "server", "list", "-f", "json", "--os-scope", "<nova: Berlin&Denver?>"
         )
@@ -123,11 +124,66 @@ def test_a_black_holed_denver(lab: Lab) -> None:
 
 def test_berlin_alone_keeps_working_with_both_other_sites_cut(lab: Lab) -> None:
     with cut(lab, "Denver", "Paris"):
-        code, out, err, took = timed(lab, "server", "list", "-f", "json")
+        code, out, err, _ = timed(lab, "server", "list", "-f", "json")
         assert code == 0, err[-3000:]
         assert "vm-berlin" in names(out)
-        assert took < WELL_BELOW_TOTAL
-        code, out, err, took = timed(lab, "image", "list", "-f", "json")
+        code, out, err, _ = timed(lab, "image", "list", "-f", "json")
         assert code == 0, err[-3000:]
         assert {"tiny", "cirros-berlin"} <= names(out)
-        assert took < WELL_BELOW_TOTAL
+
+
+def gateway_rss(lab: Lab, site: str) -> int:
+    pid = (lab.dir / "run" / f"{site.lower()}-gateway.pid").read_text().split()[0]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_cut_during_a_100_mib_download_ends_it_with_an_error(lab: Lab, tmp_path: Path) -> None:
+    """Denver's image read at Berlin over a capped link; the link is cut
+    half-way: the client's transfer ends with an error (it does not hang until
+    the total timeout), and Berlin's gateway does not hold the image."""
+    size = 100 * 1024 * 1024
+    src = tmp_path / "big.img"
+    with src.open("wb") as f:
+        f.truncate(size)
+    made = lab.openstack(
+        "image", "create", f"cut-{os.getpid()}", "--file", str(src), "--disk-format", "raw",
+        "--container-format", "bare", "-f", "json", cloud="Denver", timeout=900,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    image_id = json.loads(made.stdout)["id"]
+    token = lab.openstack("token", "issue", "-f", "value", "-c", "id").stdout.strip()
+    gateway = lab.gateway("Berlin")
+    assert gateway is not None and token
+    link(lab, "set", "Berlin", "Denver", "--bandwidth", "100")
+    got, error = 0, None
+    before = gateway_rss(lab, "Berlin")
+    try:
+        headers = {"X-Auth-Token": token, "X-Scope": "<glance: Denver>"}
+        url = f"{gateway}/image/v2/images/{image_id}/file"
+        # httpx's read timeout (50 s) is below the gateway's total (60 s):
+        # a ReadTimeout here would mean the gateway let the client hang.
+        with httpx.stream("GET", url, headers=headers, timeout=50) as resp:
+            assert resp.status_code == 200
+            chunks = resp.iter_raw()
+            for chunk in chunks:
+                got += len(chunk)
+                if got >= 10 * 1024 * 1024:
+                    break
+            with cut(lab, "Denver"):
+                try:
+                    for chunk in chunks:
+                        got += len(chunk)
+                except httpx.HTTPError as err:
+                    error = err
+        grown = gateway_rss(lab, "Berlin") - before
+    finally:
+        link(lab, "heal", "Berlin", "Denver")
+        link(lab, "set", "Berlin", "Denver", "--bandwidth", "none")
+        lab.openstack("image", "delete", image_id, cloud="Denver")
+    assert error is not None, f"the transfer ended without an error after {got} bytes"
+    assert not isinstance(error, httpx.TimeoutException), f"the client hung: {error!r}"
+    assert 10 * 1024 * 1024 <= got < size
+    assert grown < 64 * 1024 * 1024, f"the gateway grew by {grown / 2**20:.0f} MiB"
