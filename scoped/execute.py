@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from .answer import Answer, Shortfall, Verdict
+from .answer import Answer, Shortfall, SiteReport, Verdict
 from .calls import SiteCaller
 from .http import Request
 from .merge import Collection, combine, decode_collection
@@ -37,7 +37,7 @@ class Executor:
         lone_failure = answer.reply is None and answer.body is None and answer.shortfall is None
         if answer.verdict is Verdict.FAILED and lone_failure:
             # A lone call that got no answer: say so in OpenStack's error shape.
-            return _failed([answer], answer, f"site {answer.site!r} failed")
+            return _failed([answer], answer.reports, f"site {answer.site!r} failed")
         if answer.reply is not None and req.method != "HEAD":
             await self.call_site.inline_small_body(answer, req)
         return answer
@@ -54,7 +54,7 @@ class Executor:
     async def _first(
         self, node: First, req: Request, listing: Listing | None, merging: bool
     ) -> Answer:
-        reports = []
+        reports: list[SiteReport] = []
         tried: list[Answer] = []
         stop_reason = ""
         previous: str | None = None
@@ -80,8 +80,7 @@ class Executor:
                     "not retried elsewhere"
                 )
                 break
-        result = Answer(Verdict.FAILED, 502, reports=reports)
-        result = _failed(tried, result, "every site of a failover (|) failed", stop_reason)
+        result = _failed(tried, reports, "every site of a failover (|) failed", stop_reason)
         if req.method in ("GET", "HEAD") and any(t.verdict is Verdict.ABSENT for t in tried):
             # Read: the sites that answered do not have it, the others could
             # not be asked. "Not found" is the best answer there is (a client
@@ -104,14 +103,13 @@ class Executor:
                 absent.append(answer)
             elif not child.optional:
                 failed.append(answer)
-        result = Answer(Verdict.FAILED, 502, reports=reports)
         if failed:
             for a in answers:
                 a.discard()
             done = ok + absent if req.method not in ("GET", "HEAD") else []
-            return _failed(failed, result, "a fan-out (&) failed at some sites", done=done)
+            return _failed(failed, reports, "a fan-out (&) failed at some sites", done=done)
         if not ok:
-            result = _failed(absent, result, "no site has it")
+            result = _failed(absent, reports, "no site has it")
             result.verdict = Verdict.ABSENT
             return result
         merged = _merge(req, listing, ok)
@@ -144,9 +142,13 @@ def _merge(req: Request, listing: Listing | None, ok: list[Answer]) -> Answer:
 
 
 def _failed(
-    failed: list[Answer], result: Answer, what: str, why: str = "", done: Sequence[Answer] = ()
+    failed: list[Answer],
+    reports: list[SiteReport],
+    what: str,
+    why: str = "",
+    done: Sequence[Answer] = (),
 ) -> Answer:
-    """``result`` as the failure of a node: its status, and why (to be worded)."""
+    """The failure of a node: its status, its reports, and why (to be worded)."""
     said_no = [a for a in failed if a.verdict in (Verdict.REFUSED, Verdict.ABSENT)]
     any_done = any(a.verdict is Verdict.OK for a in done)
     if said_no and len(said_no) == len(failed) and len({a.status for a in said_no}) == 1:
@@ -157,6 +159,6 @@ def _failed(
         status = 504
     else:
         status = 502
-    out = Answer(Verdict.FAILED, status, reports=result.reports)
+    out = Answer(Verdict.FAILED, status, reports=reports)
     out.shortfall = Shortfall(what, why, tuple(done))
     return out
