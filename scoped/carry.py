@@ -33,6 +33,10 @@ SUBJECT_TOKEN = "x-subject-token"
 SERVICE_TOKEN = "x-service-token"
 """The calling service's own token, sent beside the user's (keystonemiddleware)."""
 TOKEN_HEADERS = (AUTH_TOKEN, SUBJECT_TOKEN)
+DISCOVERY_PATH = "/.well-known/scoped"
+"""Where a gateway says what it knows: ``{"site": ..., "sites": [...],
+"services": {...}}`` (docs/design.md §8). Named here, with the headers, so a
+client reads it without importing the gateway."""
 """The token headers that may carry the scope suffix: read by the gateway,
 stripped of it for the identity service."""
 

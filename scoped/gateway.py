@@ -18,6 +18,7 @@ from .answer import Answer
 from .calls import SiteCaller, is_token_path
 from .carry import (
     AUTH_TOKEN,
+    DISCOVERY_PATH,
     HOP_HEADER,
     SCOPE_HEADER,
     SUBJECT_TOKEN,
@@ -44,9 +45,6 @@ log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
 
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
-DISCOVERY_PATH = "/.well-known/scoped"
-"""``{"site": ..., "sites": [...], "services": {...}}``: what a gateway knows
-(docs/design.md §8)."""
 PROBES = 64
 """Health probes in flight at once, over every site whose circuit is open."""
 EMPTY = Scope()

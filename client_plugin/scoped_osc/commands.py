@@ -20,7 +20,7 @@ from scoped_grammar import ScopeError
 from scoped.errors import EXIT_BAD_INPUT, ScopedError
 from scoped.explain import explain, site_names
 
-from .registry import fetch_known
+from .registry import known_for
 from .scope import ClientScope, resolve
 from .setting import CONFIG_KEY, ScopeSetting, setting_from_config
 
@@ -43,13 +43,6 @@ class ConfiguredScope:
     def resolve(self) -> ClientScope | None:
         """Parsed and completed; ``ScopeError`` (naming the setting) if it is bad."""
         return resolve(self.setting, self.home)
-
-
-def _auth_url(client_manager: Any) -> str | None:
-    """The cloud's auth URL, from its config (reading it does not authenticate)."""
-    auth = client_manager.get_configuration().get("auth") or {}
-    url = auth.get("auth_url")
-    return str(url) if url else None
 
 
 class ExplainScope(command.Command):
@@ -89,7 +82,7 @@ class ExplainScope(command.Command):
             else:
                 # The home gateway publishes its registry: check names against
                 # it. Unreadable (a filter site, no network): no registry.
-                known = fetch_known(_auth_url(self.app.client_manager))
+                known = known_for(self.app.client_manager.get_configuration())
                 sites = known.sites if known is not None else None
                 home = home or (known.site if known is not None else None)
             result = explain(parsed_args.scope, sites, home)

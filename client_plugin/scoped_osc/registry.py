@@ -10,12 +10,14 @@ network) goes on as before and the gateway judges the scope.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from scoped.gateway import DISCOVERY_PATH
+from scoped.carry import DISCOVERY_PATH
 
 LOG = logging.getLogger("scoped_osc")
 
@@ -37,6 +39,18 @@ def discovery_url(auth_url: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc}{DISCOVERY_PATH}"
+
+
+def known_for(config: Mapping[str, Any]) -> Known | None:
+    """What the gateway of a cloud config (openstacksdk's, or osc-lib's
+    ``get_configuration()``) knows: its auth URL's origin, verified as the
+    cloud says (``cacert``, ``verify``/``insecure``)."""
+    auth = config.get("auth") or {}
+    if config.get("verify") is False or config.get("insecure") is True:
+        verify: bool | str = False
+    else:
+        verify = str(config["cacert"]) if config.get("cacert") else True
+    return fetch_known(auth.get("auth_url"), verify)
 
 
 def fetch_known(auth_url: str | None, verify: bool | str = True) -> Known | None:

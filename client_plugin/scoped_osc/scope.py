@@ -27,7 +27,7 @@ from scoped import carry
 from scoped.carry import SUFFIX, attach, encode_scope
 from scoped.plan import plan_scope
 
-from .registry import fetch_known
+from .registry import known_for
 from .setting import CONFIG_KEY, ScopeSetting, setting_from_config
 
 SCOPE_HEADER = carry.SCOPE_HEADER.title()
@@ -192,15 +192,7 @@ def resolve_config(
     resolved = resolve(setting, home)  # a scope that does not parse sends nothing
     if resolved is None or not check_sites:
         return resolved
-    auth = config.get("auth") or {}
-    known = fetch_known(auth.get("auth_url"), verify=_verify(config))
+    known = known_for(config)
     if known is None:
         return resolved
     return resolve(setting, home or known.site, known.sites)
-
-
-def _verify(config: Mapping[str, Any]) -> bool | str:
-    if config.get("verify") is False or config.get("insecure") is True:
-        return False
-    cacert = config.get("cacert")
-    return str(cacert) if cacert else True
