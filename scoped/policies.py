@@ -146,9 +146,7 @@ class ServiceTokens:
                 raise CallError(str(err)) from None
             headers = [(k, v) for k, v in call.headers if k != AUTH_TOKEN]
             headers.append((AUTH_TOKEN, token))
-            reply = await self.inner(
-                SiteCall(call.site, call.method, call.url, headers, call.body, call.timeouts, True)
-            )
+            reply = await self.inner(call._replace(headers=headers))
             if reply.status != 401 or attempt == 2:
                 return reply
             reply.release()
