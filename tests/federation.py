@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,10 +40,25 @@ def scope_sites(resp: httpx.Response) -> dict[str, str]:
     return out
 
 
+FREE_PORTS = range(30000, 32768)
+"""Where tests pick ports to listen on: below the kernel's ephemeral range
+(32768-60999), whose ports any outgoing connection may take between our
+pick and our bind (the lab, up during the run, makes many), and above the
+lab's own fixed ports (links end at 29999)."""
+_PICK = random.Random(os.getpid())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on now (bounded tries)."""
+    for _ in range(200):
+        port = _PICK.choice(FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {FREE_PORTS} after 200 tries")
 
 
 @dataclass

@@ -37,6 +37,8 @@ from scoped_cli.wan import (
     plan_links,
 )
 
+from tests.federation import free_port
+
 DELAY_MS = 50.0
 
 
@@ -82,13 +84,6 @@ def sink(conn: socket.socket) -> None:
     while data := conn.recv(1 << 20):
         total += len(data)
     conn.sendall(f"{total}\n".encode())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---- the emulator, as deploy/lab/lab runs it ------------------------------------------
