@@ -3,7 +3,8 @@
 A site that keeps failing is known down: a ``|`` skips it at once (reported
 ``skipped``) instead of waiting a connect timeout on every request. After a
 cool-down one trial request may go through (half-open); a success, or a
-health probe that gets any HTTP answer, closes the circuit again.
+health probe that gets an HTTP answer other than 502/503/504, closes the
+circuit again.
 
 Only failures that say "the site is not there" count: no HTTP answer at all
 (refused, timeout, reset, error) or a 502/503/504 from a gateway in between.

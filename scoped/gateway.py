@@ -26,7 +26,7 @@ from .carry import (
     parse_hop,
     scope_of_token,
 )
-from .circuit import Circuits, State
+from .circuit import Circuits, State, status_counts
 from .config import Config
 from .errors import ClientDisconnected, Failure, GatewayError
 from .execute import Executor
@@ -119,7 +119,11 @@ class Gateway:
         except Failure:
             return
         reply.release()
-        self.circuits.record(site, True)
+        # A 502/503/504 is a proxy in front of the site (or the site itself)
+        # saying it is not there: the same answer that opened the circuit
+        # must not close it.
+        if not status_counts(reply.status):
+            self.circuits.record(site, True)
 
     async def handle(self, req: Request) -> Response:
         """Serve one request; every response carries ``X-Scope``."""

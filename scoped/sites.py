@@ -61,7 +61,8 @@ class Registry:
         self._routes = self._build_routes()
 
     def probe_url(self, site: str) -> str | None:
-        """A URL of ``site`` to probe for health: any HTTP answer means it is up."""
+        """A URL of ``site`` to probe for health: an HTTP answer (other
+        than 502/503/504) means it is up."""
         if site == self.local:
             urls = list(self.backends.values())
         else:

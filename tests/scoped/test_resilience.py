@@ -91,6 +91,24 @@ def test_a_partitioned_site_is_skipped_then_recovers(net: Federation) -> None:
         assert back == {"Denver": "200"}
 
 
+def test_a_probe_answered_503_keeps_the_circuit_open(net: Federation) -> None:
+    """The answer that opened a circuit (a proxy's 503: "not there") must not
+    close it when the health probe gets it too."""
+    net.sites["Denver"].fail_status = 503
+    url = net.url("Berlin", "compute", "/v2.1/servers")
+    either = {"X-Scope": "<nova: Denver|Paris>"}
+    with httpx.Client(timeout=20) as c:
+        first = [outcomes(c.get(url, headers=either)) for _ in range(2)]
+        assert first == [{"Denver": "503", "Paris": "200"}] * 2
+        time.sleep(1.0)  # five probe intervals, each probe answered 503
+        assert outcomes(c.get(url, headers=either)) == {"Denver": "skipped", "Paris": "200"}
+        net.sites["Denver"].fail_status = None
+        deadline = time.monotonic() + 10
+        while (back := outcomes(c.get(url, headers=either))) != {"Denver": "200"}:
+            assert time.monotonic() < deadline, back
+            time.sleep(0.1)
+
+
 def test_a_hanging_site_fails_over_within_its_timeout(net: Federation) -> None:
     net.sites["Denver"].hang = True
     net.sites["Paris"].servers.extend(make_items("p", 1, seed="P"))
