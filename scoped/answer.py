@@ -58,6 +58,8 @@ class Shortfall:
     done: tuple[Answer, ...] = ()
     outcomes: bool = True
     """Whether the message lists each site's outcome (and the body a ``sites`` list)."""
+    undone: tuple[str, ...] = ()
+    """Sites where a create was done, then undone (a compensating delete)."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from .answer import Answer, Shortfall, SiteReport, Verdict
 from .calls import SiteCaller
@@ -20,6 +21,12 @@ from .http import Request
 from .merge import Collection, combine, decode_collection
 from .paging import Listing
 from .plan import All, Call, First, Node
+from .writes import Replication, Writes, at_site
+
+Shape = Callable[[str], Request | Answer]
+"""A site's own version of the request (or the answer that it has none)."""
+
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Executor:
@@ -30,6 +37,11 @@ class Executor:
     ) -> None:
         self.call_site = call_site
         self.on_failover = on_failover
+        registry = call_site.registry
+        self.writes = Writes(self._read_at, registry.names, registry.local)
+
+    async def _read_at(self, site: str, req: Request) -> Answer:
+        return await self.call_site(site, req, None, merging=True)
 
     async def run(self, node: Node, req: Request, listing: Listing | None) -> Answer:
         """Run ``node`` for ``req``; a large body is left unread, to be streamed."""
@@ -43,16 +55,31 @@ class Executor:
         return answer
 
     async def _node(
-        self, node: Node, req: Request, listing: Listing | None, merging: bool
+        self,
+        node: Node,
+        req: Request,
+        listing: Listing | None,
+        merging: bool,
+        shape: Shape | None = None,
     ) -> Answer:
         if isinstance(node, Call):
-            return await self.call_site(node.site, req, listing, merging)
+            shaped = at_site(req, node.site) if shape is None else shape(node.site)
+            if isinstance(shaped, Answer):
+                return shaped
+            return await self.call_site(node.site, shaped, listing, merging)
         if isinstance(node, First):
-            return await self._first(node, req, listing, merging)
+            return await self._first(node, req, listing, merging, shape)
+        if shape is not None:
+            return await self._fan_out(node, req, listing, shape)
         return await self._all(node, req, listing)
 
     async def _first(
-        self, node: First, req: Request, listing: Listing | None, merging: bool
+        self,
+        node: First,
+        req: Request,
+        listing: Listing | None,
+        merging: bool,
+        shape: Shape | None = None,
     ) -> Answer:
         reports: list[SiteReport] = []
         tried: list[Answer] = []
@@ -62,7 +89,7 @@ class Executor:
             if req.body.started and not req.body.replayable:
                 stop_reason = "the request body was already sent and cannot be sent again"
                 break
-            answer = await self._node(child, req, listing, merging)
+            answer = await self._node(child, req, listing, merging, shape)
             reports.extend(answer.reports)
             if previous is not None and answer.site is not None and self.on_failover:
                 self.on_failover(previous, answer.site)
@@ -89,9 +116,70 @@ class Executor:
         return result
 
     async def _all(self, node: All, req: Request, listing: Listing | None) -> Answer:
+        if req.method not in READS:
+            return await self._write(node, req)
         answers = await asyncio.gather(
             *(self._node(child, req, listing, merging=True) for child in node.children)
         )
+        return self._merge_all(node, req, listing, answers)
+
+    async def _fan_out(
+        self, node: All, req: Request, listing: Listing | None, shape: Shape
+    ) -> Answer:
+        """An ``&`` nested in a ``|`` of an ``&`` write: its sites' requests
+        are already shaped."""
+        answers = await asyncio.gather(
+            *(self._node(child, req, listing, True, shape) for child in node.children)
+        )
+        return self._merge_all(node, req, listing, answers)
+
+    async def _write(self, node: All, req: Request) -> Answer:
+        """An ``&`` write: prepared for each site, all or nothing."""
+        rep = await self.writes.prepare(node, req)
+        if rep.refused:
+            return _refused(rep)
+        answers = await asyncio.gather(
+            *(self._branch(rep, i, child, req) for i, child in enumerate(node.children))
+        )
+        if rep.tee is not None:
+            await rep.tee.close()
+        reports = [r for a in answers for r in a.reports]
+        ok, failed = [], []
+        for child, answer in zip(node.children, answers, strict=True):
+            if answer.verdict is Verdict.OK:
+                ok.append(answer)
+            elif not child.optional:
+                if answer.verdict is Verdict.ABSENT and not answer.reports:
+                    answer.reports = [SiteReport(answer.site or "?", "no-replica", 0.0)]
+                    reports.extend(answer.reports)
+                failed.append(answer)
+        if failed or not ok:
+            undone, undo_reports = await self.writes.undo(req, rep, ok)
+            for a in answers:
+                a.discard()
+            result = _failed(
+                failed or answers,
+                reports + undo_reports,
+                "a fan-out (&) write failed at some sites",
+                done=ok,
+            )
+            assert result.shortfall is not None
+            result.shortfall = replace(result.shortfall, undone=tuple(undone))
+            return result
+        merged = self.writes.answer(req, ok)
+        merged.reports = reports
+        return merged
+
+    async def _branch(self, rep: Replication, i: int, child: Node, req: Request) -> Answer:
+        try:
+            return await self._node(child, req, None, True, rep.at(req, i))
+        finally:
+            if rep.tee is not None:
+                rep.tee.detach(i)
+
+    def _merge_all(
+        self, node: All, req: Request, listing: Listing | None, answers: Sequence[Answer]
+    ) -> Answer:
         reports = [r for a in answers for r in a.reports]
         ok: list[Answer] = []
         failed: list[Answer] = []
@@ -106,20 +194,20 @@ class Executor:
         if failed:
             for a in answers:
                 a.discard()
-            done = ok + absent if req.method not in ("GET", "HEAD") else []
+            done = ok + absent if req.method not in READS else []
             return _failed(failed, reports, "a fan-out (&) failed at some sites", done=done)
         if not ok:
             result = _failed(absent, reports, "no site has it")
             result.verdict = Verdict.ABSENT
             return result
-        merged = _merge(req, listing, ok)
+        merged = _merge(req, listing, ok, self.writes)
         merged.reports = reports
         return merged
 
 
-def _merge(req: Request, listing: Listing | None, ok: list[Answer]) -> Answer:
-    """A listing's collections merged; otherwise (one resource, or a write
-    done everywhere) the leftmost answer."""
+def _merge(req: Request, listing: Listing | None, ok: list[Answer], writes: Writes) -> Answer:
+    """A listing's collections merged; otherwise (one resource at several
+    sites) the leftmost answer, naming every replica."""
     leftmost = ok[0]
     if req.method == "GET" and listing is not None:
         parts: list[Collection] = []
@@ -136,9 +224,19 @@ def _merge(req: Request, listing: Listing | None, ok: list[Answer]) -> Answer:
             merged = Answer(Verdict.OK, 200, leftmost.headers, site=leftmost.site)
             merged.collection = combine(listing, parts)
             return merged
+    if req.method == "GET":
+        return writes.answer(req, ok)
     for a in ok[1:]:
         a.discard()
     return leftmost
+
+
+def _refused(rep: Replication) -> Answer:
+    """A write that some site would refuse: nothing was sent anywhere."""
+    why = "; ".join(f"{site}: {reason}" for site, reason in rep.refused.items())
+    out = Answer(Verdict.REFUSED, 400)
+    out.shortfall = Shortfall(f"nothing was written at any site: {why}", outcomes=False)
+    return out
 
 
 def _failed(

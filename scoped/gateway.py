@@ -35,7 +35,7 @@ from .identity import Identities, IdentityError
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
 from .paging import listing_of
-from .plan import All, Call, First, Node, node_json, plan_scope
+from .plan import Call, Node, node_json, plan_scope
 from .policies import policy_stack
 from .respond import respond, scope_headers
 from .sites import Registry
@@ -143,10 +143,10 @@ class Gateway:
                     # Whatever carried the scope here, it travels on complete,
                     # on the token, so every site (and the calls its services
                     # make with the token) reads the same scope.
-                    req.carry(applied)
+                    req.carry(applied, scope)
             listing = None
             if not isinstance(node, Call):
-                await self._prepare_body(req, node)
+                await self._prepare_body(req)
                 if req.method == "GET":
                     listing = listing_of(req.service, req.query)
             self.metrics.fanout.observe(width)
@@ -211,20 +211,13 @@ class Gateway:
             )
         return node, applied_scope(scope, self.registry.local), width
 
-    async def _prepare_body(self, req: Request, node: Node) -> None:
-        """Hold a small body in memory so it can go to several sites."""
-        if req.body.replayable:
-            return
-        limit = self.config.limits.max_replay_bytes
-        if await req.body.buffer(limit):
-            return
-        if isinstance(node, All):
-            raise GatewayError(
-                413,
-                f"a request sent to several sites (&) carries at most {limit} bytes of body",
-            )
-        # A First streams it: failover stays possible until the body starts.
-        assert isinstance(node, First)
+    async def _prepare_body(self, req: Request) -> None:
+        """Hold a small body in memory so it can go to several sites; a
+        larger one streams: to one site at a time through a ``|`` (failover
+        stays possible until it starts), to every site at once through an
+        ``&`` (scoped.tee)."""
+        if not req.body.replayable:
+            await req.body.buffer(self.config.limits.max_replay_bytes)
 
     def own_response(self, path: str, method: str) -> Response:
         """The gateway's own paths, for a request that maps to no service:

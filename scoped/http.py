@@ -10,9 +10,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
+from scoped_grammar import Scope
 
 from .errors import BodyTooLarge
 
@@ -182,11 +184,30 @@ class Request:
         found: str | None = self.__dict__.get("_carried")
         return found
 
-    def carry(self, scope: str) -> None:
-        """Set :attr:`carried`, once, as the gateway plans the request. Kept in
-        the instance's ``__dict__`` like :attr:`request_id`: a second frozen
+    def carry(self, scope: str, parsed: Scope | None = None) -> None:
+        """Set :attr:`carried` (and :attr:`scope`, the scope as the client
+        gave it), once, as the gateway plans the request. Kept in the
+        instance's ``__dict__`` like :attr:`request_id`: a second frozen
         Request per request would cost more than everything around it."""
         self.__dict__["_carried"] = scope
+        if parsed is not None:
+            self.__dict__["_scope"] = parsed
+
+    @property
+    def scope(self) -> Scope | None:
+        """The scope the client named (not completed), when it named one."""
+        found: Scope | None = self.__dict__.get("_scope")
+        return found
+
+    def variant(self, **changes: Any) -> Request:
+        """This request with some fields changed (a site's own path or body
+        in a replicated write), same request id and carried scope."""
+        other = replace(self, **changes)
+        for key in ("_carried", "_scope"):
+            if key in self.__dict__:
+                other.__dict__[key] = self.__dict__[key]
+        other.__dict__["_request_id"] = self.request_id
+        return other
 
     @property
     def request_id(self) -> str:

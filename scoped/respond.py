@@ -75,9 +75,16 @@ def shortfall_body(status: int, why: Shortfall, reports: Sequence[SiteReport]) -
     message = f"{why.what}: {outcomes}" if outcomes else why.what
     if why.why:
         message += f"; {why.why}"
-    kept = ", ".join(a.site or "?" for a in why.done if a.verdict is Verdict.OK)
+    kept = ", ".join(
+        a.site or "?" for a in why.done if a.verdict is Verdict.OK and a.site not in why.undone
+    )
+    if why.undone:
+        message += f"; done at {', '.join(why.undone)}, then undone (deleted)"
+        for entry in sites:
+            if entry["site"] in why.undone:
+                entry["undone"] = True
     if kept:
-        message += f"; done at {kept}, kept (nothing was undone)"
+        message += f"; done at {kept}, kept" + ("" if why.undone else " (nothing was undone)")
     return error_body(status, message, sites=sites)
 
 

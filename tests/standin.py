@@ -155,6 +155,11 @@ class SiteData:
     #: answered normally) or ``hang_limit`` seconds pass (then 503)
     hang: bool = False
     hang_limit: float = 600.0
+    #: seconds to wait after reading each chunk of a request body (a slow link)
+    read_pause: float = 0.0
+    #: close the connection, unanswered, once this many body bytes were read
+    #: (a site that dies in the middle of an upload)
+    die_after: int | None = None
     #: every request seen, in arrival order
     received: list[ReceivedRequest] = field(default_factory=list)
     #: every image upload stored, in order
@@ -191,6 +196,7 @@ class SiteData:
 
     def reset_faults(self) -> None:
         self.delay, self.fail_status, self.hang = 0.0, None, False
+        self.read_pause, self.die_after = 0.0, None
 
 
 def _iso(moment: datetime) -> str:
@@ -346,12 +352,20 @@ _BODY = web.RequestKey("standin.body", _Body)
 _RECORD = web.RequestKey("standin.record", ReceivedRequest)
 
 
-async def _read_body(request: web.Request, keep_limit: int) -> _Body:
+async def _read_body(
+    request: web.Request, keep_limit: int, pause: float = 0.0, die_after: int | None = None
+) -> _Body:
     """Read the whole body chunk by chunk, hashing it; keep it only if small."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     kept: bytearray | None = bytearray()
     length = 0
     async for chunk in request.content.iter_chunked(_CHUNK):
+        if die_after is not None and length + len(chunk) > die_after:
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
+        if pause:
+            await asyncio.sleep(pause)
         sha.update(chunk)
         md5.update(chunk)
         length += len(chunk)
@@ -379,7 +393,7 @@ async def _hang(request: web.Request, data: SiteData, stopping: asyncio.Event) -
 async def _site_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     data = _data(request)
     request[_RID] = request.headers.get("X-OpenStack-Request-ID") or f"req-{uuid.uuid4()}"
-    body = await _read_body(request, data.keep_body_limit)
+    body = await _read_body(request, data.keep_body_limit, data.read_pause, data.die_after)
     request[_BODY] = body
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
@@ -735,7 +749,13 @@ async def glance_create(request: web.Request) -> web.Response:
     if name is not None and not isinstance(name, str):
         raise ApiError(400, "Invalid value for name")
     rest = {k: v for k, v in fields.items() if k not in ("id", "name")}
-    item = _new_item(_data(request), "images", name or "", {"status": "queued", **rest})
+    chosen = fields.get("id")
+    data = _data(request)
+    if chosen is not None and data.find("images", str(chosen)) is not None:
+        raise ApiError(409, f"Image with identifier {chosen} already exists!")
+    item = _new_item(data, "images", name or "", {"status": "queued", **rest})
+    if chosen is not None:  # glance takes the client's ID
+        item["id"] = str(chosen)
     view = _glance_view(item)
     return web.json_response(view, status=201, headers={"Location": view["self"]})
 

@@ -58,6 +58,13 @@ class Nova:
             server = {"id": f"{self.site.lower()}-new", "name": "new"}
             self.servers.append(server)
             return json_reply(202, {"server": server})
+        if ex.method == "DELETE":
+            gone = ex.path.rsplit("/", 1)[-1]
+            kept = [s for s in self.servers if s["id"] != gone]
+            if len(kept) == len(self.servers):
+                return json_reply(404, {"itemNotFound": {"message": f"{gone} not found"}})
+            self.servers[:] = kept
+            return MemoryReply(204)
         items = self.servers
         marker = ex.query.get("marker")
         if marker is not None:
@@ -207,17 +214,23 @@ def test_a_refused_write_fails_over_since_nothing_was_sent() -> None:
     assert [e.method for e in berlin.seen] == ["POST"]
 
 
-def test_a_fan_out_write_that_fails_somewhere_names_what_was_kept() -> None:
+def test_a_fan_out_create_that_fails_somewhere_is_undone_where_it_was_done() -> None:
     berlin = Nova("Berlin", 0)
     core = core_of({"Berlin": berlin, "Denver": answering(500)})
     resp = core.request("POST", "/v2.1/servers", "<nova: Berlin&Denver>", body=b"{}")
     assert resp.status == 502
     error = body_of(resp)["error"]
-    assert error["message"].startswith("a fan-out (&) failed at some sites: Berlin: 202")
-    assert error["message"].endswith("done at Berlin, kept (nothing was undone)")
+    assert error["message"].startswith("a fan-out (&) write failed at some sites: Berlin: 202")
+    assert error["message"].endswith("done at Berlin, then undone (deleted)")
     entries = {e["site"]: e for e in error["sites"]}
     assert entries["Berlin"]["id"] == "berlin-new"
+    assert entries["Berlin"]["undone"] is True
     assert entries["Denver"]["status"] == 500
+    assert [(e.method, e.path) for e in berlin.seen] == [
+        ("POST", "/compute/v2.1/servers"),
+        ("DELETE", "/compute/v2.1/servers/berlin-new"),
+    ]
+    assert berlin.servers == [], "nothing is left that the answer does not name"
     assert any(k == "x-openstack-request-id" for k, _ in resp.headers)
 
 

@@ -3,6 +3,7 @@ front of real stand-in sites (docs/design.md §3, §4, §6, §8)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 
@@ -271,21 +272,46 @@ def test_reading_one_resource_with_fan_out(net: Federation, client: httpx.Client
     assert none.status_code == 404
 
 
-def test_writes_go_everywhere_and_return_the_leftmost(
+def test_a_fan_out_create_answers_one_handle_for_every_replica(
     net: Federation, client: httpx.Client
 ) -> None:
+    scope = {"X-Scope": "<nova: Paris&Denver>"}
     resp = client.post(
         net.url("Berlin", "compute", "/v2.1/servers"),
-        headers={"X-Scope": "<nova: Paris&Denver>"},
+        headers=scope,
         json={"server": {"name": "vm1"}},
     )
     assert resp.status_code == 202
     assert [s["name"] for s in net.sites["Paris"].servers] == ["vm1"]
     assert [s["name"] for s in net.sites["Denver"].servers] == ["vm1"]
-    assert resp.json()["server"]["id"] == net.sites["Paris"].servers[0]["id"]
+    paris, denver = net.sites["Paris"].servers[0]["id"], net.sites["Denver"].servers[0]["id"]
+    server = resp.json()["server"]
+    assert server["OS-SCOPE:sites"] == {"Paris": paris, "Denver": denver}
+    handle = server["id"]
+    assert handle.startswith("scoped.") and paris not in str(server["links"])
+    # The handle reaches each replica by its own id, whatever the scope.
+    shown = client.get(net.url("Berlin", "compute", f"/v2.1/servers/{handle}"), headers=scope)
+    assert shown.status_code == 200
+    assert shown.json()["server"]["id"] == handle
+    assert sites_header(shown) == {"Paris": "200", "Denver": "200"}
+    denver_only = client.get(
+        net.url("Berlin", "compute", f"/v2.1/servers/{handle}"),
+        headers={"X-Scope": "<nova: Denver>"},
+    )
+    assert denver_only.json()["server"]["id"] == denver
+    gone = client.delete(net.url("Berlin", "compute", f"/v2.1/servers/{handle}"), headers=scope)
+    assert gone.status_code == 204
+    assert net.sites["Paris"].servers == [] and net.sites["Denver"].servers == []
+    # A site of the scope without a replica is reported, not "not here".
+    again = client.delete(
+        net.url("Berlin", "compute", f"/v2.1/servers/{handle}"),
+        headers={"X-Scope": "<nova: Paris&Berlin>"},
+    )
+    assert again.status_code == 404
+    assert sites_header(again) == {"Paris": "404", "Berlin": "no-replica"}
 
 
-def test_a_partial_write_reports_what_each_site_did(net: Federation, client: httpx.Client) -> None:
+def test_a_partial_create_is_undone_and_reported(net: Federation, client: httpx.Client) -> None:
     net.sites["Paris"].fail_status = 500
     resp = client.post(
         net.url("Berlin", "compute", "/v2.1/servers"),
@@ -295,11 +321,15 @@ def test_a_partial_write_reports_what_each_site_did(net: Federation, client: htt
     assert resp.status_code == 502
     err = resp.json()["error"]
     assert "Denver" in err["message"] and "Paris" in err["message"]
-    by_site = {s["site"]: s for s in err["sites"]}
-    created = net.sites["Denver"].servers[0]["id"]
+    by_site = {s["site"]: s for s in err["sites"] if not s["outcome"].startswith("undo")}
+    undo = [s for s in err["sites"] if s["outcome"].startswith("undo")]
+    assert [(s["site"], s["status"]) for s in undo] == [("Denver", 204)]
+    created = [r for r in net.sites["Denver"].requests("POST") if r.path.endswith("/servers")]
+    assert len(created) == 1
     assert by_site["Denver"]["status"] == 202
-    assert by_site["Denver"]["id"] == created  # nothing done is hidden
+    assert by_site["Denver"]["undone"] is True  # nothing done is hidden
     assert by_site["Paris"]["status"] == 500
+    assert net.sites["Denver"].servers == [], "the answer names nothing, so nothing is left"
 
 
 def test_strict_by_default_and_optional_children_tolerated(
@@ -525,15 +555,50 @@ def test_neutron_lists_merge_with_their_links(net: Federation, client: httpx.Cli
     assert pages >= 4
 
 
-def test_a_large_body_cannot_fan_out(net: Federation, client: httpx.Client) -> None:
+def test_a_large_body_streams_to_every_site_of_a_fan_out(
+    net: Federation, client: httpx.Client
+) -> None:
+    body = bytes(range(256)) * 600  # 153 600 bytes, over max_replay_bytes (100 000)
     resp = client.post(
         net.url("Berlin", "compute", "/echo/big"),
         headers={"X-Scope": "<nova: Denver&Paris>"},
-        content=b"x" * 150_000,
+        content=body,
     )
-    assert resp.status_code == 413
-    assert "at most 100000 bytes" in resp.json()["error"]["message"]
-    assert net.sites["Denver"].received == [] and net.sites["Paris"].received == []
+    assert resp.status_code == 200
+    for site in ("Denver", "Paris"):
+        [got] = net.sites[site].received
+        assert (got.body_length, got.body_sha256) == (len(body), hashlib.sha256(body).hexdigest())
+
+
+def test_an_upload_to_three_sites_goes_at_the_slowest_pace_and_survives_one_dying(
+    net: Federation, client: httpx.Client
+) -> None:
+    scope = {"X-Scope": "<glance: Berlin&Denver&Paris>"}
+    created = client.post(
+        net.url("Berlin", "image", "/v2/images"), headers=scope, json={"name": "debian"}
+    )
+    assert created.status_code == 201
+    image = created.json()
+    # Glance takes the client's ID: every replica has the same one.
+    assert {i["id"] for s in ("Berlin", "Denver", "Paris") for i in net.sites[s].images} == {
+        image["id"]
+    }
+    assert image["OS-SCOPE:sites"] == dict.fromkeys(("Berlin", "Denver", "Paris"), image["id"])
+    net.sites["Denver"].read_pause = 0.002  # slow
+    net.sites["Paris"].die_after = 300_000  # dies in the middle
+    data = bytes(range(256)) * 4096  # 1 MiB
+    url = net.url("Berlin", "image", f"/v2/images/{image['id']}/file")
+    resp = client.put(
+        url, headers=scope, content=iter([data[i : i + 65536] for i in range(0, len(data), 65536)])
+    )
+    assert resp.status_code == 502
+    outcomes = sites_header(resp)
+    assert outcomes["Berlin"] == outcomes["Denver"] == "204"
+    assert outcomes["Paris"] == "502"  # its gateway saw the site break off
+    digest = hashlib.sha256(data).hexdigest()
+    for site in ("Berlin", "Denver"):
+        assert [u.sha256 for u in net.sites[site].uploads] == [digest]
+    assert "Paris" in resp.json()["error"]["message"]
 
 
 def test_a_large_body_streams_to_one_site_and_fails_over_before_it_starts(

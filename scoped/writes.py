@@ -1,0 +1,346 @@
+"""Writes over ``&``: one logical resource, replicated at every site of the
+scope, all or nothing (docs/design.md §3, replicated writes).
+
+Before anything is written, every site gets its own version of the request
+(:class:`Replication`): the same client-chosen ID where the API takes one
+(Glance images, Nova flavors), its own IDs for the references in the body
+(:mod:`scoped.references`), its own ID for a replica handle in the path
+(:mod:`scoped.handles`), and a scope on its token whose unnamed services are
+served at that site (the VM booted at Denver gets Denver's network). A
+reference that means nothing at a site refuses the write before it is sent
+anywhere. A create that fails at a required site is undone where it was
+done (a compensating DELETE). The answer names every replica: the shared ID
+or a handle, and ``OS-SCOPE:sites``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from scoped_grammar import STAR, Scope, Site, canonical
+
+from .answer import Answer, SiteReport, Verdict
+from .handles import has_handle, make_handle, path_at, read_handle
+from .http import Body, Request
+from .merge import created_ids
+from .plan import All, Call, Node, plan_scope
+from .references import Resolver, Unresolved, put, server_refs
+from .tee import Tee
+
+SITE_KEY = "OS-SCOPE:site"
+"""The site an item of a merged list comes from (an extension attribute,
+ignored by clients, shown by ``-f json``)."""
+SITES_KEY = "OS-SCOPE:sites"
+"""``{site: id}``: where the replicas of an ``&`` answer live."""
+
+SHARED_ID: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
+    ("image", re.compile(r"^/v2/images/?$"), None),
+    ("compute", re.compile(r"^(/v2(\.1)?)?/flavors/?$"), "flavor"),
+)
+"""Creates whose API takes the ID from the client: every replica gets the
+same one. ``(service, path, key of the resource in the body)``."""
+
+_SERVERS = re.compile(r"^(?P<v>(/v2(\.1)?)?)/servers/?$")
+
+CallSite = Callable[[str, Request], Awaitable[Answer]]
+"""Send a request to one site, its body read (the executor's leaf)."""
+
+
+def leaves(node: Node) -> list[Call]:
+    if isinstance(node, Call):
+        return [node]
+    return [leaf for child in node.children for leaf in leaves(child)]
+
+
+def is_create(req: Request) -> bool:
+    return req.method == "POST"
+
+
+@dataclass
+class Replication:
+    """An ``&`` write prepared: each site's request, or why it cannot be sent."""
+
+    variants: dict[str, Request] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    """Site -> why its request cannot be made (nothing is sent anywhere)."""
+    tee: Tee | None = None
+    """A streamed body, one branch per child of the ``&``."""
+
+    def at(self, req: Request, child: int) -> Callable[[str], Request | Answer]:
+        """The request for a site under child ``child`` of the ``&``."""
+
+        def shaped(site: str) -> Request | Answer:
+            variant = self.variants.get(site)
+            if variant is None:
+                return absent_here(site)
+            if self.tee is not None:
+                stream = self.tee.branch(child)
+                return variant.variant(body=Body(stream=stream, length=req.body.length))
+            return variant
+
+        return shaped
+
+
+def absent_here(site: str) -> Answer:
+    """A handle that names no replica at ``site``: the site is not asked."""
+    return Answer(Verdict.ABSENT, 404, site=site)
+
+
+def at_site(req: Request, site: str) -> Request | Answer:
+    """``req`` as ``site`` gets it when its path holds a replica handle."""
+    if not has_handle(req.path):
+        return req
+    path = path_at(req.path, site)
+    if path is None:
+        return absent_here(site)
+    return req.variant(path=path)
+
+
+def branch_scope(scope: Scope, service: str, site: str, home: str) -> str:
+    """The scope a branch of an ``&`` carries to ``site``: the fanned-out
+    service there, the services the scope leaves unnamed served there too
+    (Denver's VM on Denver's network), identity where the token was issued."""
+    entries = [(k, Site(site) if k == service else e) for k, e in scope.entries]
+    if scope.default is None:
+        if "identity" not in scope:
+            entries.append(("identity", Site(home)))
+        entries.append((STAR, Site(site)))
+    return canonical(Scope(tuple(entries)))
+
+
+class Writes:
+    """Prepares, undoes and answers ``&`` writes for one gateway."""
+
+    def __init__(self, call_site: CallSite, sites: Sequence[str], home: str) -> None:
+        self.call_site = call_site
+        self.sites = tuple(sites)
+        self.home = home
+
+    async def prepare(self, node: All, req: Request) -> Replication:
+        rep = Replication()
+        sites = [leaf.site for leaf in leaves(node)]
+        body = _json_body(req)
+        if is_create(req) and isinstance(body, dict):
+            _share_id(req, body)
+        per_site: dict[str, Any] = {s: body for s in sites}
+        if body is not None and req.method == "POST" and (m := _SERVERS.match(req.path)):
+            per_site = await self._resolve(req, node, body, sites, m.group("v"), rep)
+            if rep.refused:
+                return rep
+        for site in sites:
+            shaped = at_site(req, site)
+            if isinstance(shaped, Answer):
+                continue  # no replica there: reported absent when its turn comes
+            changes: dict[str, Any] = {}
+            site_body = per_site[site]
+            if site_body is not None:
+                changes["body"] = Body(orjson.dumps(site_body))
+            variant = shaped.variant(**changes) if changes else shaped
+            if req.scope is not None:
+                variant.carry(branch_scope(req.scope, req.service, site, self.home), req.scope)
+            rep.variants[site] = variant
+        if not req.body.replayable:
+            rep.tee = Tee(req.body.payload(), len(node.children))  # type: ignore[arg-type]
+        return rep
+
+    async def _resolve(
+        self,
+        req: Request,
+        node: All,
+        body: dict[str, Any],
+        sites: list[str],
+        version: str,
+        rep: Replication,
+    ) -> dict[str, Any]:
+        """Each site's own body of a server create: its references resolved."""
+        refs = list(server_refs(body))
+        if not refs:
+            return {s: body for s in sites}
+        plan = plan_scope(req.scope or Scope(), self.sites, self.home)
+
+        def where(service: str, branch: str) -> tuple[str | None, list[str]]:
+            """(where the branch's request finds ``service``, where the client did)."""
+            if service == req.service:
+                return branch, sites
+            named = plan.services.get(service)
+            target_node = named if named is not None else plan.default
+            sources = [c.site for c in leaves(target_node)] if target_node else [self.home]
+            if named is not None or (req.scope is not None and req.scope.default is not None):
+                return (target_node.site if isinstance(target_node, Call) else None), sources
+            return branch, sources
+
+        resolver = Resolver(self._lookup(req), version)
+        out: dict[str, Any] = {}
+        for site in sites:
+            mine = orjson.loads(orjson.dumps(body))
+            for ref in refs:
+                target, sources = where(ref.rule.service, site)
+                if target is None:
+                    continue  # a | or & of sites: the service's own call resolves it
+                try:
+                    put(mine, ref.path, await resolver.resolve(ref, target, sources))
+                except Unresolved as err:
+                    rep.refused[site] = str(err)
+            out[site] = mine
+        return out
+
+    def _lookup(self, req: Request) -> Callable[[str, str, str, str], Awaitable[tuple[int, Any]]]:
+        headers = _without_body_headers(req.headers)
+
+        async def lookup(site: str, service: str, path: str, query: str) -> tuple[int, Any]:
+            ask = req.variant(
+                method="GET", service=service, path=path, query=query, headers=headers, body=Body()
+            )
+            answer = await self.call_site(site, ask)
+            if answer.verdict is Verdict.FAILED:
+                return 0, None
+            try:
+                return answer.status, orjson.loads(answer.body) if answer.body else None
+            except orjson.JSONDecodeError:
+                return answer.status, None
+
+        return lookup
+
+    async def undo(
+        self, req: Request, rep: Replication, done: Sequence[Answer]
+    ) -> tuple[list[str], list[SiteReport]]:
+        """Delete what a failed create made: (sites undone, the reports of the deletes)."""
+        if not is_create(req):
+            return [], []
+        undone: list[str] = []
+        reports: list[SiteReport] = []
+        for answer in done:
+            created = created_ids(answer.body)
+            site = answer.site
+            if answer.verdict is not Verdict.OK or created is None or site is None:
+                continue
+            variant = rep.variants.get(site, req)
+            delete = variant.variant(
+                method="DELETE",
+                path=f"{variant.path.rstrip('/')}/{created}",
+                query="",
+                body=Body(),
+                headers=_without_body_headers(variant.headers),
+            )
+            result = await self.call_site(site, delete)
+            reports.extend(
+                SiteReport(r.site, f"undo-{r.outcome}", r.ms, r.detail, r.status)
+                for r in result.reports
+            )
+            if result.verdict in (Verdict.OK, Verdict.ABSENT):
+                undone.append(site)
+        return undone, reports
+
+    def answer(self, req: Request, ok: list[Answer]) -> Answer:
+        """One answer for replicas: the leftmost site's, naming every replica."""
+        leftmost = ok[0]
+        for a in ok[1:]:
+            a.discard()
+        if leftmost.body is None or (len(ok) < 2 and not has_handle(req.path)):
+            return leftmost
+        ids: dict[str, str] = {}
+        if has_handle(req.path):
+            for part in req.path.split("/"):
+                found = read_handle(part)
+                if found is not None:
+                    ids = {a.site: found[a.site] for a in ok if a.site in found}
+                    break
+        else:
+            for a in ok:
+                created = created_ids(a.body)
+                if created is not None and a.site is not None:
+                    ids[a.site] = created
+        if len(ids) < len(ok):
+            return leftmost
+        try:
+            data = orjson.loads(leftmost.body)
+        except orjson.JSONDecodeError:
+            return leftmost
+        resource = _resource(data)
+        if resource is None:
+            return leftmost
+        statuses = [_resource_status(a) for a in ok]
+        status = _aggregate(statuses)
+        if status is not None:
+            resource["status"] = status
+        own = ids.get(leftmost.site or "")
+        if own is not None and len(set(ids.values())) > 1:
+            # Each site made its own ID: the handle stands for all of them,
+            # in the body's ID and links, and in Location.
+            handle = make_handle(ids)
+            data = orjson.loads(orjson.dumps(data).replace(own.encode(), handle.encode()))
+            resource = _resource(data)
+            assert resource is not None
+            leftmost.headers = [
+                (k, v.replace(own, handle) if k == "location" else v) for k, v in leftmost.headers
+            ]
+        resource[SITES_KEY] = ids
+        body = orjson.dumps(data)
+        leftmost.body = body
+        return leftmost
+
+
+def _without_body_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in headers if k not in ("content-type", "content-length"))
+
+
+def _json_body(req: Request) -> Any:
+    data = req.body.data
+    if not data or req.method not in ("POST", "PUT", "PATCH"):
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _share_id(req: Request, body: dict[str, Any]) -> None:
+    for service, path, key in SHARED_ID:
+        if service == req.service and path.match(req.path):
+            target = body.get(key) if key else body
+            if isinstance(target, dict) and target.get("id") in (None, "", "auto"):
+                target["id"] = str(uuid.uuid4())
+            return
+
+
+def _resource(data: Any) -> dict[str, Any] | None:
+    """The one resource of a show or create answer (``{"server": {...}}`` or the body)."""
+    if not isinstance(data, dict):
+        return None
+    if "id" in data:
+        return data
+    inner = [v for v in data.values() if isinstance(v, dict) and "id" in v]
+    return inner[0] if len(inner) == 1 else None
+
+
+def _resource_status(answer: Answer) -> str | None:
+    try:
+        resource = _resource(orjson.loads(answer.body or b"null"))
+    except orjson.JSONDecodeError:
+        return None
+    status = resource.get("status") if resource else None
+    return status if isinstance(status, str) else None
+
+
+_BROKEN = ("error", "killed", "deleted", "deactivated")
+
+
+def _aggregate(statuses: list[str | None]) -> str | None:
+    """The status of the logical resource: every replica's if they agree,
+    else a broken one's, else the first that is not yet where the others are
+    (``--wait`` then waits for the last replica)."""
+    known = [s for s in statuses if s is not None]
+    if not known or len(set(known)) == 1:
+        return known[0] if known else None
+    for s in known:
+        if s.lower() in _BROKEN:
+            return s
+    for s in known:
+        if s.lower() not in ("active", "available"):
+            return s
+    return known[0]
