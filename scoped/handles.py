@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 
 import orjson
 
 PREFIX = "scoped."
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
 _MAX = 8192
 """A handle longer than this is not read (bounds the decoding work)."""
 
@@ -34,6 +36,8 @@ def read_handle(text: str) -> dict[str, str] | None:
     if not text.startswith(PREFIX) or len(text) > _MAX:
         return None
     encoded = text[len(PREFIX) :]
+    if not _ALPHABET.fullmatch(encoded):
+        return None  # b64decode would drop what is not base64url, and read it anyway
     try:
         data = orjson.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     except (binascii.Error, ValueError):

@@ -35,6 +35,11 @@ class Collection:
     """Per site: whether it said it has a next page."""
 
 
+SITE_KEY = "OS-SCOPE:site"
+"""The site an item of a merged list comes from: an extension attribute in
+OpenStack's style, ignored by clients, shown by ``-f json``."""
+
+
 def decode_collection(site: str, body: bytes) -> Collection | None:
     """The list in a JSON body, if the body is a list answer."""
     try:
@@ -96,6 +101,8 @@ def render(
     positions = _positions(coll, taken, listing)
     has_next = any(state is not DONE for state in positions.values())
     body = dict(coll.template)
+    for site, item in taken:
+        item[SITE_KEY] = site
     body[coll.key] = [item for _, item in taken]
     next_query = with_marker(query, encode_marker(positions)) if has_next else None
     self_url = f"{entry_url}{path}" + (f"?{query}" if query else "")

@@ -12,7 +12,6 @@ away) reaches every branch still listening.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 DEPTH = 2
@@ -58,8 +57,8 @@ class Tee:
             self.detach(i)
         if self._pump is not None and not self._pump.done():
             self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._pump
+            # wait() never raises: a cancellation of the caller is not swallowed.
+            await asyncio.wait([self._pump])
 
     async def _run(self) -> None:
         try:

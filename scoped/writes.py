@@ -32,9 +32,6 @@ from .plan import All, Call, Node, plan_scope
 from .references import Resolver, Unresolved, put, server_refs
 from .tee import Tee
 
-SITE_KEY = "OS-SCOPE:site"
-"""The site an item of a merged list comes from (an extension attribute,
-ignored by clients, shown by ``-f json``)."""
 SITES_KEY = "OS-SCOPE:sites"
 """``{site: id}``: where the replicas of an ``&`` answer live."""
 
@@ -103,13 +100,13 @@ def at_site(req: Request, site: str) -> Request | Answer:
 
 def branch_scope(scope: Scope, service: str, site: str, home: str) -> str:
     """The scope a branch of an ``&`` carries to ``site``: the fanned-out
-    service there, the services the scope leaves unnamed served there too
-    (Denver's VM on Denver's network), identity where the token was issued."""
-    entries = [(k, Site(site) if k == service else e) for k, e in scope.entries]
-    if scope.default is None:
-        if "identity" not in scope:
-            entries.append(("identity", Site(home)))
-        entries.append((STAR, Site(site)))
+    service there, every service the scope does not name served there too
+    (Denver's VM on Denver's network: ``*`` is the branch's site, whatever
+    default came with the scope), identity where the token was issued."""
+    entries = [(k, Site(site) if k == service else e) for k, e in scope.entries if k != STAR]
+    if "identity" not in scope:
+        entries.append(("identity", Site(home)))
+    entries.append((STAR, Site(site)))
     return canonical(Scope(tuple(entries)))
 
 
@@ -168,11 +165,12 @@ class Writes:
             if service == req.service:
                 return branch, sites
             named = plan.services.get(service)
-            target_node = named if named is not None else plan.default
-            sources = [c.site for c in leaves(target_node)] if target_node else [self.home]
-            if named is not None or (req.scope is not None and req.scope.default is not None):
-                return (target_node.site if isinstance(target_node, Call) else None), sources
-            return branch, sources
+            if named is not None:
+                target = named.site if isinstance(named, Call) else None
+                return target, [c.site for c in leaves(named)]
+            # Unnamed: served at the branch's site (branch_scope), looked up
+            # by the client where the scope's default sent it.
+            return branch, [c.site for c in leaves(plan.default)] if plan.default else [self.home]
 
         resolver = Resolver(self._lookup(req), version)
         out: dict[str, Any] = {}
@@ -271,18 +269,26 @@ class Writes:
         own = ids.get(leftmost.site or "")
         if own is not None and len(set(ids.values())) > 1:
             # Each site made its own ID: the handle stands for all of them,
-            # in the body's ID and links, and in Location.
+            # as the ID, in the resource's links and in Location.
             handle = make_handle(ids)
-            data = orjson.loads(orjson.dumps(data).replace(own.encode(), handle.encode()))
-            resource = _resource(data)
-            assert resource is not None
+            resource["id"] = handle
+            for link in resource.get("links") or ():
+                if isinstance(link, dict) and isinstance(link.get("href"), str):
+                    link["href"] = _segment(link["href"], own, handle)
             leftmost.headers = [
-                (k, v.replace(own, handle) if k == "location" else v) for k, v in leftmost.headers
+                (k, _segment(v, own, handle) if k == "location" else v)
+                for k, v in leftmost.headers
             ]
         resource[SITES_KEY] = ids
         body = orjson.dumps(data)
         leftmost.body = body
         return leftmost
+
+
+def _segment(url: str, old: str, new: str) -> str:
+    """``url`` with the path segment ``old`` replaced by ``new``."""
+    parts = url.split("/")
+    return "/".join(new if part == old else part for part in parts)
 
 
 def _without_body_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:

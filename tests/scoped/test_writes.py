@@ -10,7 +10,6 @@ import itertools
 from typing import Any
 
 import orjson
-import pytest
 from scoped_grammar import STAR, Site, parse
 
 from scoped.carry import scope_of_token
@@ -368,15 +367,6 @@ def create_aggregate(c: Core) -> Response:
     return c.request("POST", "/v2.1/os-aggregates", "<nova: Berlin&Denver>", body=body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "writes.Writes.answer replaces every occurrence of the leftmost site's "
-        "ID in the serialized body and in Location (bytes/str .replace), not "
-        "only the ID: ID '1' also rewrites each '1' of created_at, and the "
-        "'1' of '/v2.1/' in Location"
-    ),
-)
 def test_the_handle_replaces_the_id_and_nothing_else() -> None:
     resp = create_aggregate(aggregates({"Berlin": "1", "Denver": "2"}))
     assert resp.status == 200
@@ -390,15 +380,6 @@ def test_the_handle_replaces_the_id_and_nothing_else() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=orjson.JSONDecodeError,
-    reason=(
-        "writes.Writes.answer puts the handle in place of an integer ID by "
-        "text replacement: {'id': 1} becomes {\"id\":scoped.…}, not JSON, and "
-        "orjson.loads raises out of Gateway.handle instead of an answer"
-    ),
-)
 def test_replicas_with_integer_ids_are_answered_with_a_handle() -> None:
     resp = create_aggregate(aggregates({"Berlin": 1, "Denver": 2}))
     assert resp.status == 200
