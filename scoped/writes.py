@@ -276,8 +276,7 @@ class Writes:
                 if isinstance(link, dict) and isinstance(link.get("href"), str):
                     link["href"] = _segment(link["href"], own, handle)
             leftmost.headers = [
-                (k, _segment(v, own, handle) if k == "location" else v)
-                for k, v in leftmost.headers
+                (k, _segment(v, own, handle) if k == "location" else v) for k, v in leftmost.headers
             ]
         resource[SITES_KEY] = ids
         body = orjson.dumps(data)
