@@ -48,8 +48,9 @@ class Limits:
     max_merge_bytes: int = 16 * 1024 * 1024
     """Largest body read from one site to be merged."""
     max_replay_bytes: int = 4 * 1024 * 1024
-    """Largest request body held in memory so it can go to several sites
-    (fan-out writes, failover); larger bodies stream to one site."""
+    """Largest request body held in memory (so it can fail over, and so an
+    ``&`` create's JSON can be prepared per site); larger bodies stream: to
+    one site through a ``|``, to every site at once through an ``&``."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .http import Request
 from .merge import Collection, combine, decode_collection
 from .paging import Listing
 from .plan import All, Call, First, Node
-from .writes import Replication, Writes, at_site
+from .writes import Replication, Writes, at_site, fold_replicas
 
 Shape = Callable[[str], Request | Answer]
 """A site's own version of the request (or the answer that it has none)."""
@@ -223,6 +223,7 @@ def _merge(req: Request, listing: Listing | None, ok: list[Answer], writes: Writ
                 a.discard()
             merged = Answer(Verdict.OK, 200, leftmost.headers, site=leftmost.site)
             merged.collection = combine(listing, parts)
+            fold_replicas(merged.collection, req.query)
             return merged
     if req.method == "GET":
         return writes.answer(req, ok)

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .handles import read_handle
+
 Lookup = Callable[[str, str, str, str], Awaitable[tuple[int, Any]]]
 """``(site, service, path, query) -> (status, JSON body or None)``; status 0
 when the site could not be asked."""
@@ -115,6 +117,11 @@ class Resolver:
     async def resolve(self, ref: Ref, target: str, sources: list[str]) -> str:
         """The ID at ``target`` of what ``ref`` names; ``sources`` are the
         sites where the client may have found it. Raises Unresolved."""
+        replicas = read_handle(ref.value)
+        if replicas is not None:  # a replica handle: the target's own replica
+            if target not in replicas:
+                raise Unresolved(f"the {ref.rule.what} {ref.value!r} has no replica at {target}")
+            return replicas[target]
         status, _ = await self._show(target, ref.rule, ref.value)
         if status != 404:
             return ref.value  # there (or the site cannot be asked: its call will tell)

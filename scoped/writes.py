@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from scoped_grammar import STAR, Scope, Site, canonical
@@ -27,7 +28,7 @@ from scoped_grammar import STAR, Scope, Site, canonical
 from .answer import Answer, SiteReport, Verdict
 from .handles import has_handle, make_handle, path_at, read_handle
 from .http import Body, Request
-from .merge import created_ids
+from .merge import Collection, created_ids
 from .plan import All, Call, Node, plan_scope
 from .references import Resolver, Unresolved, put, server_refs
 from .tee import Tee
@@ -166,8 +167,13 @@ class Writes:
                 return branch, sites
             named = plan.services.get(service)
             if named is not None:
-                target = named.site if isinstance(named, Call) else None
-                return target, [c.site for c in leaves(named)]
+                named_sites = [c.site for c in leaves(named)]
+                if isinstance(named, Call):
+                    return named.site, named_sites
+                # Scoped to several sites: the branch's own if it is one of
+                # them (an & of both), else the service's own call decides.
+                both = isinstance(named, All) and branch in named_sites
+                return (branch if both else None), named_sites
             # Unnamed: served at the branch's site (branch_scope), looked up
             # by the client where the scope's default sent it.
             return branch, [c.site for c in leaves(plan.default)] if plan.default else [self.home]
@@ -282,6 +288,60 @@ class Writes:
         body = orjson.dumps(data)
         leftmost.body = body
         return leftmost
+
+
+def fold_replicas(coll: Collection, query: str) -> None:
+    """A merged list filtered by name is a lookup (OSC's ``--image debian``,
+    ``server delete vm``): the items of one name, at most one per site, are
+    the replicas of one resource and become one item, with the handle (or
+    the shared ID) and ``OS-SCOPE:sites``, so the lookup finds one resource.
+    Only for a list that fits one page: a folded item cannot be a marker."""
+    if "name" not in dict(parse_qsl(query)) or any(coll.more.values()):
+        return
+    seen: set[tuple[str, str]] = set()
+    ambiguous: set[str] = set()  # two of one name at one site: two resources
+    for site, item in coll.items:
+        name = item.get("name")
+        if isinstance(name, str):
+            if (name, site) in seen:
+                ambiguous.add(name)
+            seen.add((name, site))
+    groups: list[list[tuple[str, dict[str, Any]]]] = []
+    by_name: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for site, item in coll.items:
+        name = item.get("name")
+        if not isinstance(name, str) or name in ambiguous:
+            groups.append([(site, item)])
+        elif name in by_name:
+            by_name[name].append((site, item))
+        else:
+            by_name[name] = [(site, item)]
+            groups.append(by_name[name])
+    if len(groups) == len(coll.items):
+        return
+    coll.items = [group[0] if len(group) == 1 else _fold(group) for group in groups]
+
+
+def _fold(group: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    site, first = group[0]
+    ids = {s: str(item.get("id")) for s, item in group}
+    item = dict(first)
+    if len(set(ids.values())) > 1:
+        handle = make_handle(ids)
+        item["id"] = handle
+        links = item.get("links")
+        if isinstance(links, list):
+            item["links"] = [
+                {**link, "href": _segment(link["href"], ids[site], handle)}
+                if isinstance(link, dict) and isinstance(link.get("href"), str)
+                else link
+                for link in links
+            ]
+    status = _aggregate([i.get("status") for _, i in group])
+    if status is not None:
+        item["status"] = status
+    item[SITES_KEY] = ids
+    return site, item
 
 
 def _segment(url: str, old: str, new: str) -> str:

@@ -40,9 +40,8 @@ class Row:
     image: str = ""
     """Boot from this image; empty: an image list."""
     network: str = "net1"
-    """The boot's network; ``none`` boots with no NIC: a network's id differs
-    from site to site, so one ``--network`` cannot name it at two sites (the
-    *-DC issue, 11, translates such references)."""
+    """The boot's network (each site has its own net1, under its own id; an
+    ``&`` boot gets each site's own)."""
 
 
 ROWS = (
@@ -51,10 +50,10 @@ ROWS = (
         "cirros-denver"),
     Row("x-DC", "boot at Berlin, image of Denver|Paris", "<nova: Berlin, glance: Denver|Paris>",
         "tiny"),
-    Row("*-DC", "boot at Berlin and Denver (no NIC)", "<nova: Berlin&Denver, glance: Denver>",
-        "cirros-denver", "none"),
-    Row("*-DC", "boot at Berlin and Paris (no NIC)", "<nova: Berlin&Paris>", "cirros-berlin",
-        "none"),
+    Row("*-DC", "boot at Berlin and Denver", "<nova: Berlin&Denver, glance: Denver>",
+        "cirros-denver"),
+    Row("*-DC", "boot at Berlin and Paris", "<nova: Berlin&Paris, glance: Berlin>",
+        "cirros-berlin"),
     Row("*-DC", "image list at 3 sites", "<glance: Berlin&Denver&Paris>"),
     Row("list", "server list over *", "<nova: *>"),
     Row("list", "server list, Denver optional", "<nova: Berlin&Denver?>"),

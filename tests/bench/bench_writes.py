@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 BOOTS = (
     ("Berlin", "<nova: Berlin, glance: Berlin>"),
-    ("Denver", "<nova: Denver, glance: Berlin>"),
+    ("Denver", "<nova: Denver, glance: Berlin, network: Denver>"),
     ("2 sites", "<nova: Berlin&Denver, glance: Berlin>"),
     ("3 sites", "<nova: Berlin&Denver&Paris, glance: Berlin>"),
 )
@@ -100,7 +100,7 @@ def boot(lab: Lab, scope: str, name: str) -> float:
     server = json.loads(out)
     if server["status"] != "ACTIVE":
         raise SystemExit(f"{name}: {server['status']}")
-    nova = scope.split(",", maxsplit=1)[0] + ">"
+    nova = scope.split(",", maxsplit=1)[0] + ">"  # the delete needs only nova's scope
     lab.openstack("server", "delete", server["id"], "--wait", "--os-scope", nova)
     return took
 

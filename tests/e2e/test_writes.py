@@ -56,6 +56,12 @@ def test_a_vm_booted_at_berlin_and_denver_is_one_handle(lab: Lab) -> None:
                 "port", "list", "--server", ident, "-f", "json", cloud=site
             )  # fmt: skip
             assert ports.returncode == 0 and json.loads(ports.stdout), ports.stderr
+        # Looked up by name under the same scope, the replicas are one server.
+        by_name = lab.openstack(
+            "server", "show", name, "-f", "json", "--os-scope", "<nova: Berlin&Denver>"
+        )  # fmt: skip
+        assert by_name.returncode == 0, by_name.stderr
+        assert read_handle(json.loads(by_name.stdout)["id"]) == replicas
     finally:
         gone = lab.openstack(
             "server", "delete", server["id"], "--wait", "--os-scope", "<nova: Berlin&Denver>",

@@ -79,6 +79,10 @@ class Compute:
             href = f"{origin(self.site)}{COMPUTE}/servers/{server_id}"
             links = [{"rel": "self", "href": href}]
             return reply(202, {"server": {"id": server_id, "links": links}}, [("location", href)])
+        if ex.method == "GET" and rest == "/servers/detail":
+            name = ex.query.get("name")
+            found = [v for v in self.servers.values() if name is None or v["name"] == name]
+            return reply(200, {"servers": found})
         if rest.startswith("/servers/"):
             wanted = rest.split("/")[2]
             server = self.servers.get(wanted)
@@ -386,3 +390,51 @@ def test_replicas_with_integer_ids_are_answered_with_a_handle() -> None:
     aggregate = body_of(resp)["aggregate"]
     assert aggregate["id"] == make_handle({"Berlin": "1", "Denver": "2"})
     assert aggregate[SITES_KEY] == {"Berlin": "1", "Denver": "2"}
+
+
+# -- a lookup by name under & finds one resource ----------------------------
+
+
+def test_a_list_filtered_by_name_folds_the_replicas_into_one_item() -> None:
+    berlin, denver = Compute("Berlin"), Compute("Denver", status="BUILD")
+    c = core(berlin, denver)
+    berlin.add_server("b-1")
+    denver.add_server("d-1")
+    denver.servers["d-2"] = {"id": "d-2", "name": "other", "status": "ACTIVE"}
+    scope = "<nova: Berlin&Denver>"
+    found = c.request("GET", "/v2.1/servers/detail", scope, query="name=vm")
+    [item] = body_of(found)["servers"]
+    assert read_handle(item["id"]) == {"Berlin": "b-1", "Denver": "d-1"}
+    assert item[SITES_KEY] == {"Berlin": "b-1", "Denver": "d-1"}
+    assert item["status"] == "BUILD", "the logical server is not ACTIVE until every replica is"
+    # Unfiltered, each replica is its own item and says where it lives.
+    listed = body_of(c.request("GET", "/v2.1/servers/detail", scope))["servers"]
+    assert sorted((i["id"], i["OS-SCOPE:site"]) for i in listed) == [
+        ("b-1", "Berlin"),
+        ("d-1", "Denver"),
+        ("d-2", "Denver"),
+    ]
+    # What the lookup found deletes every replica.
+    gone = c.request("DELETE", f"/v2.1/servers/{item['id']}", scope)
+    assert gone.status == 204
+    assert "vm" not in {v["name"] for v in [*berlin.servers.values(), *denver.servers.values()]}
+
+
+def test_two_items_of_one_name_at_one_site_are_not_folded() -> None:
+    berlin, denver = Compute("Berlin"), Compute("Denver")
+    c = core(berlin, denver)
+    berlin.add_server("b-1")
+    berlin.add_server("b-2")
+    denver.add_server("d-1")
+    found = c.request("GET", "/v2.1/servers/detail", "<nova: Berlin&Denver>", query="name=vm")
+    ids = [i["id"] for i in body_of(found)["servers"]]
+    assert ids == ["b-1", "b-2", "d-1"], "Berlin's two are two resources: still ambiguous"
+
+
+def test_a_replica_handle_as_a_reference_gives_each_site_its_own_id() -> None:
+    berlin = Compute("Berlin", {"b-small": "small"})
+    denver = Compute("Denver", {"d-small": "small"})
+    handle = make_handle({"Berlin": "b-small", "Denver": "d-small"})
+    resp = create(core(berlin, denver), "<nova: Berlin&Denver>", flavor=handle)
+    assert resp.status == 202, resp.body
+    assert flavor_refs(berlin) == ["b-small"] and flavor_refs(denver) == ["d-small"]
