@@ -16,10 +16,37 @@ _DROP_WHEN_REWRITTEN = frozenset({"content-length", "content-encoding", "etag", 
 _OURS = frozenset({SCOPE_HEADER, SITES_HEADER})
 
 
+LISTED = 64
+"""Beyond this many sites tried, ``X-Scope-Sites`` and error bodies name the
+sites that did not succeed (at most this many) and count the rest by
+outcome: bounded answers at any width (a 1000-site ``*`` gave an 18 KB
+header, past what proxies take). Every site is in the request log."""
+
+
+def _succeeded(r: SiteReport) -> bool:
+    return r.status is not None and r.status < 400
+
+
+def sites_header(reports: Sequence[SiteReport]) -> str:
+    """``SITE=OUTCOME;t=MS, ...``; past :data:`LISTED` sites, the sites that
+    did not succeed, then ``*=OUTCOME;n=COUNT;t=SLOWEST`` per outcome for the
+    rest (``*`` is never a site's name)."""
+    if len(reports) <= LISTED:
+        return ", ".join(r.entry() for r in reports)
+    named = [r for r in reports if not _succeeded(r)][:LISTED]
+    shown = {id(r) for r in named}
+    counts: dict[str, list[float]] = {}
+    for r in reports:
+        if id(r) not in shown:
+            counts.setdefault(r.outcome, []).append(r.ms)
+    rest = [f"*={o};n={len(ms)};t={max(ms):.1f}" for o, ms in counts.items()]
+    return ", ".join([*(r.entry() for r in named), *rest])
+
+
 def scope_headers(applied: str, reports: Sequence[SiteReport]) -> list[tuple[str, str]]:
     out = [(SCOPE_HEADER, applied)]
     if reports:
-        out.append((SITES_HEADER, ", ".join(r.entry() for r in reports)))
+        out.append((SITES_HEADER, sites_header(reports)))
     return out
 
 
@@ -59,10 +86,13 @@ def respond(answer: Answer, applied: str, req: Request, listing: Listing | None)
 
 def shortfall_body(status: int, why: Shortfall, reports: Sequence[SiteReport]) -> bytes:
     """An error body in OpenStack's shape that says what each site did, and
-    which sites kept a write that was done there."""
+    which sites kept a write that was done there. Past :data:`LISTED` sites
+    it names the sites that did not succeed and counts the others."""
     if not why.outcomes:
         return error_body(status, why.what)
-    sites = [_site_entry(r) for r in reports]
+    wide = len(reports) > LISTED
+    shown = [r for r in reports if not _succeeded(r)][:LISTED] if wide else list(reports)
+    sites = [_site_entry(r) for r in shown]
     for a in why.done:
         created = created_ids(a.body)
         if created is not None:
@@ -70,22 +100,38 @@ def shortfall_body(status: int, why: Shortfall, reports: Sequence[SiteReport]) -
                 if entry["site"] == a.site:
                     entry["id"] = created
     outcomes = ", ".join(
-        f"{r.site}: {r.outcome}" + (f" ({r.detail})" if r.detail else "") for r in reports
+        f"{r.site}: {r.outcome}" + (f" ({r.detail})" if r.detail else "") for r in shown
     )
+    extra: dict[str, Any] = {}
+    if wide:
+        counts: dict[str, int] = {}
+        for r in reports:
+            counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        extra["counts"] = counts
+        failed = sum(1 for r in reports if not _succeeded(r))
+        if failed > len(shown):
+            outcomes += f" and {failed - len(shown)} more"
+        outcomes += f" ({len(reports) - failed} of {len(reports)} sites succeeded)"
     message = f"{why.what}: {outcomes}" if outcomes else why.what
     if why.why:
         message += f"; {why.why}"
-    kept = ", ".join(
-        a.site or "?" for a in why.done if a.verdict is Verdict.OK and a.site not in why.undone
+    kept = _names(
+        [a.site or "?" for a in why.done if a.verdict is Verdict.OK and a.site not in why.undone]
     )
     if why.undone:
-        message += f"; done at {', '.join(why.undone)}, then undone (deleted)"
+        message += f"; done at {_names(why.undone)}, then undone (deleted)"
         for entry in sites:
             if entry["site"] in why.undone:
                 entry["undone"] = True
     if kept:
         message += f"; done at {kept}, kept" + ("" if why.undone else " (nothing was undone)")
-    return error_body(status, message, sites=sites)
+    return error_body(status, message, sites=sites, **extra)
+
+
+def _names(sites: Sequence[str]) -> str:
+    if len(sites) <= LISTED:
+        return ", ".join(sites)
+    return ", ".join(sites[:LISTED]) + f" and {len(sites) - LISTED} more"
 
 
 def _site_entry(r: SiteReport) -> dict[str, Any]:

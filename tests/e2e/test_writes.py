@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,24 @@ from scoped.handles import read_handle
 from .conftest import Lab
 
 pytestmark = pytest.mark.e2e
+
+
+def everything(lab: Lab) -> dict[str, list[str]]:
+    """Every server and image of every site, by ID (a shared ID once per site)."""
+    out = {}
+    for kind, service in (("server", "nova"), ("image", "glance")):
+        listed = lab.openstack(kind, "list", "-f", "json", "--os-scope", f"<{service}: *>")
+        assert listed.returncode == 0, listed.stderr
+        out[kind] = sorted(str(row["ID"]) for row in json.loads(listed.stdout))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(lab: Lab) -> Iterator[None]:
+    """After each test, every site holds exactly what it held before."""
+    before = everything(lab)
+    yield
+    assert everything(lab) == before
 
 
 def shown(lab: Lab, kind: str, ident: str, site: str) -> dict[str, object] | None:
