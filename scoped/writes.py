@@ -15,6 +15,7 @@ or a handle, and ``OS-SCOPE:sites``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -179,19 +180,22 @@ class Writes:
             return branch, [c.site for c in leaves(plan.default)] if plan.default else [self.home]
 
         resolver = Resolver(self._lookup(req), version)
-        out: dict[str, Any] = {}
-        for site in sites:
+
+        async def resolved(site: str) -> Any:
             mine = orjson.loads(orjson.dumps(body))
             for ref in refs:
                 target, sources = where(ref.rule.service, site)
                 if target is None:
-                    continue  # a | or & of sites: the service's own call resolves it
+                    continue  # a | of sites: the service's own call resolves it
                 try:
                     put(mine, ref.path, await resolver.resolve(ref, target, sources))
                 except Unresolved as err:
                     rep.refused[site] = str(err)
-            out[site] = mine
-        return out
+            return mine
+
+        # Every site's references at once: a WAN round trip, not one per site.
+        bodies = await asyncio.gather(*(resolved(site) for site in sites))
+        return dict(zip(sites, bodies, strict=True))
 
     def _lookup(self, req: Request) -> Callable[[str, str, str, str], Awaitable[tuple[int, Any]]]:
         headers = _without_body_headers(req.headers)
