@@ -234,7 +234,7 @@ def _merge(req: Request, listing: Listing | None, ok: list[Answer], writes: Writ
 
 def _refused(rep: Replication) -> Answer:
     """A write that some site would refuse: nothing was sent anywhere."""
-    why = "; ".join(f"{site}: {reason}" for site, reason in rep.refused.items())
+    why = "; ".join(rep.refused.values())  # each reason names its site
     out = Answer(Verdict.REFUSED, 400)
     out.shortfall = Shortfall(f"nothing was written at any site: {why}", outcomes=False)
     return out
