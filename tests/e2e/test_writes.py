@@ -81,6 +81,14 @@ def test_a_vm_booted_at_berlin_and_denver_is_one_handle(lab: Lab) -> None:
         )  # fmt: skip
         assert by_name.returncode == 0, by_name.stderr
         assert read_handle(json.loads(by_name.stdout)["id"]) == replicas
+        # Listed, each replica is its own item and says where it lives.
+        listed = lab.openstack(
+            "scope", "list", "servers", "-f", "json", "--os-scope", "<nova: Berlin&Denver>"
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        where = {row["ID"]: row["Site"] for row in json.loads(listed.stdout)}
+        assert {where.get(ident) for ident in replicas.values()} == {"Berlin", "Denver"}
+        assert all(where[ident] == site for site, ident in replicas.items())
     finally:
         gone = lab.openstack(
             "server", "delete", server["id"], "--wait", "--os-scope", "<nova: Berlin&Denver>",
