@@ -196,6 +196,9 @@ class Executor:
                 a.discard()
             done = ok + absent if req.method not in READS else []
             return _failed(failed, reports, "a fan-out (&) failed at some sites", done=done)
+        if not ok and not absent:
+            # Every site was optional, and none answered.
+            return _failed(list(answers), reports, "every site of a fan-out (&) failed")
         if not ok:
             result = _failed(absent, reports, "no site has it")
             result.verdict = Verdict.ABSENT

@@ -152,6 +152,12 @@ def plan_expr(expr: Expr, sites: Sequence[str] | None = None) -> Node:
         if not sites:
             raise ScopeError("'*' as a site means every known site; the registry is empty")
         return _group(All, [Call(s) for s in sites], optional=False)
+    if isinstance(expr, Opt) and isinstance(expr.item, EverySite):
+        # "Every site, each optional": best effort over the whole registry,
+        # in two characters (a 1000-site S1?&S2?&... is past the length limit).
+        every = plan_expr(expr.item, sites)
+        children = every.children if isinstance(every, All) else (every,)
+        return _group(All, [replace(c, optional=True) for c in children], optional=False)
     if isinstance(expr, Opt):
         node = plan_expr(expr.item, sites)
         return replace(node, optional=True)

@@ -96,3 +96,22 @@ def test_a_few_sites_are_each_listed_as_before() -> None:
         "S2=200",
         "S3=200",
     ]
+
+
+def test_every_site_best_effort_is_two_characters() -> None:
+    refused = {f"S{i}" for i in range(1, N, 20)}
+    resp = get(gateway(refused), "<nova: *?>")
+    assert resp.status == 200
+    assert isinstance(resp.body, bytes)
+    assert len(orjson.loads(resp.body)["servers"]) == N - len(refused)
+    assert sites_header(resp).count("=refused;") == len(refused)
+
+
+def test_best_effort_with_no_site_answering_is_an_error_not_an_empty_list() -> None:
+    everyone = set(SITES)
+    resp = get(gateway(everyone), "<nova: *?>")
+    assert resp.status == 502
+    assert isinstance(resp.body, bytes)
+    assert orjson.loads(resp.body)["error"]["message"].startswith(
+        "every site of a fan-out (&) failed"
+    )
