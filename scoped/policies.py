@@ -30,7 +30,7 @@ from tenacity import (
 )
 
 from .carry import AUTH_TOKEN
-from .circuit import Circuits, status_counts
+from .circuit import Circuits, State, status_counts
 from .config import Retries, Timeouts
 from .errors import CallError, Failure, Skipped
 from .http import IDEMPOTENT, Body
@@ -168,6 +168,13 @@ class CircuitBreaking:
     async def __call__(self, call: SiteCall) -> Reply:
         if not self.circuits.allow(call.site):
             raise Skipped("skipped: its circuit is open (it failed recently)")
+        if self.circuits.state(call.site) is State.HALF_OPEN:
+            # The trial of a site that failed: its answer must begin within
+            # the connect timeout. A user's request never waits the total
+            # timeout (60 s) for a site that went silent; a site that is only
+            # slow stays open until a health probe (full timeouts) hears it.
+            t = call.timeouts
+            call = call._replace(timeouts=Timeouts(t.connect, min(t.total, t.connect)))
         try:
             reply = await self.inner(call)
         except Failure as err:

@@ -431,3 +431,29 @@ def test_a_read_that_no_reachable_site_has_is_not_found() -> None:
     assert "Denver: refused" in message and "Paris: 404" in message
     write = core.request("DELETE", "/v2.1/servers/x", "<nova: Denver|Paris>")
     assert write.status == 502
+
+
+def test_the_trial_of_a_silent_site_waits_no_longer_than_a_connect_timeout() -> None:
+    """After the cooldown, one user request is the trial: it must not wait
+    the total timeout for a site that stays silent."""
+    waits: list[tuple[str, float]] = []
+
+    class Watched(MemoryUpstream):
+        async def send(self, method: str, url: str, headers: Any, body: Any, timeouts: Any) -> Any:
+            waits.append((urlsplit(url).hostname or "", timeouts.total))
+            return await super().send(method, url, headers, body, timeouts)
+
+    upstream = Watched({origin("Denver"): silent(), origin("Berlin"): answering(200, {})})
+    core = Core(upstream, timeouts={"connect": 0.05, "total": 0.3})
+    scope = "<nova: Denver|Berlin>"
+    for _ in range(2):  # two silences open the circuit
+        assert sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"] == "timeout"
+    assert [w for h, w in waits if h == "denver.test"] == [0.3, 0.3]
+    for _ in range(50):  # bounded: the cooldown is 0.05 s
+        asyncio.run(asyncio.sleep(0.01))
+        outcome = sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"]
+        if outcome != "skipped":
+            break
+    assert outcome == "timeout"
+    assert [w for h, w in waits if h == "denver.test"][-1] == 0.05  # the trial's bound
+    assert core.gateway.circuits.state("Denver").name == "OPEN"
