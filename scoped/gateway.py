@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from functools import lru_cache
 
 import orjson
@@ -30,7 +31,7 @@ from .circuit import Circuits, State, status_counts
 from .config import Config
 from .errors import ClientDisconnected, Failure, GatewayError
 from .execute import Executor
-from .http import REQUEST_ID, Request, Response, error_response
+from .http import REQUEST_ID, Request, Response, error_body, error_response
 from .identity import Identities, IdentityError
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
@@ -151,6 +152,8 @@ class Gateway:
                     listing = listing_of(req.service, req.query)
             self.metrics.fanout.observe(width)
             answer = await self.executor.run(node, req, listing)
+            if req.scope is not None and any(r.status == 401 for r in answer.reports):
+                self._why_refused(answer, req.scope)
             resp = respond(answer, applied, req, listing)
         except GatewayError as err:
             resp = error_response(err.status, err.message)
@@ -194,6 +197,36 @@ class Gateway:
             return parse(text), text
         except ScopeError as err:
             raise GatewayError(400, str(err)) from None
+
+    def _why_refused(self, answer: Answer, scope: Scope) -> None:
+        """A 401 because of where the scope sent the token's validation: say
+        so, naming the site, instead of a bare "requires authentication"."""
+        local = self.registry.local
+        ident = plan_scope(scope, self.registry.names, local).for_service("identity")
+        if not isinstance(ident, Call) or ident.site == local:
+            return
+        hint = (
+            f"the scope sends identity to {ident.site}, so the token was validated by "
+            f"{ident.site}'s Keystone, which does not know tokens issued at {local}; "
+            f"to keep identity at {local}, add 'identity: {local}' to the scope"
+        )
+        if answer.shortfall is not None:
+            why = f"{answer.shortfall.why}; {hint}" if answer.shortfall.why else hint
+            answer.shortfall = replace(answer.shortfall, why=why)
+            return
+        if answer.status != 401:
+            return
+        try:
+            data = orjson.loads(answer.body or b"")
+        except orjson.JSONDecodeError:
+            data = None
+        error = data.get("error") if isinstance(data, dict) else None
+        said = error.get("message") if isinstance(error, dict) else None
+        message = f"{said} ({hint})" if isinstance(said, str) else hint
+        answer.discard()  # an unread body: replaced
+        answer.body = error_body(401, message)
+        answer.headers = [(k, v) for k, v in answer.headers if k != "content-type"]
+        answer.headers.append(("content-type", "application/json"))
 
     def _plan(self, scope: Scope, text: str | None, service: str) -> tuple[Node, str, int]:
         try:

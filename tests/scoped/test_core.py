@@ -457,3 +457,26 @@ def test_the_trial_of_a_silent_site_waits_no_longer_than_a_connect_timeout() -> 
     assert outcome == "timeout"
     assert [w for h, w in waits if h == "denver.test"][-1] == 0.05  # the trial's bound
     assert core.gateway.circuits.state("Denver").name == "OPEN"
+
+
+UNAUTHORIZED = {
+    "error": {"code": 401, "title": "Unauthorized", "message": "requires authentication"}
+}
+
+
+def test_a_401_caused_by_where_the_scope_sends_identity_says_so() -> None:
+    core = core_of({"Denver": answering(401, UNAUTHORIZED)})
+    resp = core.request("GET", "/v2.1/servers", "<*: Denver>")
+    assert resp.status == 401
+    message = body_of(resp)["error"]["message"]
+    assert message.startswith("requires authentication (the scope sends identity to Denver")
+    assert "add 'identity: Berlin' to the scope" in message
+    fan_out = core.request("GET", "/v2.1/servers", "<nova: Denver&Paris, *: Denver>")
+    assert "the scope sends identity to Denver" in body_of(fan_out)["error"]["message"]
+
+
+def test_a_401_with_identity_at_home_is_passed_on_as_it_came() -> None:
+    core = core_of({"Denver": answering(401, UNAUTHORIZED)})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Denver>")
+    assert resp.status == 401
+    assert body_of(resp) == UNAUTHORIZED
