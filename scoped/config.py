@@ -77,11 +77,34 @@ class SiteAuth:
 
 
 @dataclass(frozen=True)
+class SiteTokens:
+    """How a user's token is made good at a site (docs/design.md §4).
+
+    ``origin`` (the default): the site's services get the user's token and
+    validate it at the Keystone that issued it, through the gateways; for
+    federations whose Keystones agree on IDs. ``federated``: the site gets a
+    token of its own Keystone for the user, obtained by Keystone-to-Keystone
+    federation from the issuing Keystone (this site's), scoped to
+    ``project_name`` there."""
+
+    mode: str = "origin"
+    service_provider: str | None = None
+    """The site's service provider ID at this site's Keystone (default: its name)."""
+    project_name: str | None = None
+    project_domain_name: str = "Default"
+
+    @property
+    def federated(self) -> bool:
+        return self.mode == "federated"
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     name: str
     endpoints: Mapping[str, str] = field(default_factory=dict)
     auth: SiteAuth | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    tokens: SiteTokens = field(default_factory=SiteTokens)
 
 
 @dataclass(frozen=True)
@@ -106,7 +129,9 @@ class Config:
 
 
 _TOP_KEYS = ("site", "sites", "backends", "timeouts", "limits", "circuit", "retries", "catalog")
-_SITE_KEYS = ("endpoints", "auth", "timeouts")
+_SITE_KEYS = ("endpoints", "auth", "timeouts", "tokens")
+_TOKEN_KEYS = ("mode", "service_provider", "project_name", "project_domain_name")
+TOKEN_MODES = ("origin", "federated")
 _AUTH_KEYS = (
     "auth_url",
     "username",
@@ -154,7 +179,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         timeouts = _timeouts(at, body.get("timeouts"), f"{key}.timeouts", default_timeouts)
         if not endpoints and auth is None and name != site:
             raise at.error(key, "'endpoints' or 'auth' (how to reach this site)")
-        sites[name] = SiteConfig(name, endpoints, auth, timeouts)
+        tokens = _tokens(at, body.get("tokens"), f"{key}.tokens")
+        sites[name] = SiteConfig(name, endpoints, auth, timeouts, tokens)
     if site not in sites:
         hint = nearest(site, sites)
         also = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -251,6 +277,24 @@ def _auth(at: _Where, value: Any, key: str) -> SiteAuth | None:
             raise at.error(f"{key}.{name}", "a string", data[name])
     _url(at, data["auth_url"], f"{key}.auth_url")
     return SiteAuth(**{k: data[k] for k in _AUTH_KEYS if k in data})
+
+
+def _tokens(at: _Where, value: Any, key: str) -> SiteTokens:
+    if value is None:
+        return SiteTokens()
+    data = at.mapping(value, key, "a mapping with 'mode' (origin or federated)")
+    at.only(data, key, _TOKEN_KEYS)
+    for name in _TOKEN_KEYS:
+        if name in data:
+            at.string(data[name], f"{key}.{name}", "a non-empty string")
+    mode = data.get("mode", "origin")
+    if mode not in TOKEN_MODES:
+        raise at.error(f"{key}.mode", " or ".join(TOKEN_MODES), mode)
+    if mode == "federated" and "project_name" not in data:
+        raise at.error(
+            f"{key}.project_name", "the project a federated token is scoped to at this site"
+        )
+    return SiteTokens(**{k: data[k] for k in _TOKEN_KEYS if k in data})
 
 
 def _timeouts(at: _Where, value: Any, key: str, default: Timeouts) -> Timeouts:

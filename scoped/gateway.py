@@ -29,8 +29,9 @@ from .carry import (
 )
 from .circuit import Circuits, State, status_counts
 from .config import Config
-from .errors import ClientDisconnected, Failure, GatewayError
+from .errors import ClientDisconnected, ConfigError, Failure, GatewayError
 from .execute import Executor
+from .federation import Federation
 from .http import REQUEST_ID, Request, Response, error_body, error_response
 from .identity import Identities, IdentityError
 from .metrics import CONTENT_TYPE as METRICS_TYPE
@@ -65,7 +66,10 @@ class Gateway:
         self.identities = Identities(
             config, lambda site: self.metrics.token_renewals.labels(site).inc()
         )
-        send = policy_stack(self.upstream, self.circuits, config.retries, self.identities)
+        self.federation = _federation(config)
+        send = policy_stack(
+            self.upstream, self.circuits, config.retries, self.identities, self.federation
+        )
         self.executor = Executor(
             SiteCaller(self.registry, send, config.limits, self.metrics),
             lambda failed, to: self.metrics.failovers.labels(failed, to).inc(),
@@ -331,6 +335,23 @@ def _token_scope(req: Request) -> str | None:
                 return found
     token = req.header(AUTH_TOKEN)
     return scope_of_token(token) if token is not None else None
+
+
+def _federation(config: Config) -> Federation | None:
+    """Keystone-to-Keystone exchanges for the sites configured ``federated``,
+    from this site's Keystone (its ``identity`` backend)."""
+    if not any(s.tokens.federated for n, s in config.sites.items() if n != config.site):
+        return None
+    identity = config.backends.get("identity")
+    if identity is None:
+        raise ConfigError(
+            f"{config.source}: backends.identity: expected this site's Keystone "
+            "(sites with tokens.mode federated get their tokens from it)"
+        )
+    timeout = config.local.timeouts.total
+    return Federation(
+        config.site, f"{identity}/v3", {n: s.tokens for n, s in config.sites.items()}, timeout
+    )
 
 
 @lru_cache(maxsize=4096)

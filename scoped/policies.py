@@ -21,6 +21,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
+from scoped_grammar import Scope, Site, canonical, parse
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -29,11 +30,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .carry import AUTH_TOKEN
+from .carry import AUTH_TOKEN, attach, scope_of_token, strip
 from .circuit import Circuits, State, status_counts
 from .config import Retries, Timeouts
 from .errors import CallError, Failure, Skipped
-from .http import IDEMPOTENT, Body
+from .federation import Federation
+from .http import IDEMPOTENT, Body, header
 from .identity import Identities, IdentityError
 from .upstream import Reply, Upstream
 
@@ -154,6 +156,49 @@ class ServiceTokens:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+class FederatedTokens:
+    """A user's token sent to a site whose tokens are federated goes as a
+    token of that site's own Keystone (:mod:`scoped.federation`), carrying
+    the request's scope with identity at that site, where it was issued.
+    A site that refuses it (401) gets a new exchange on the next call."""
+
+    __slots__ = ("federation", "inner")
+
+    def __init__(self, inner: Send, federation: Federation) -> None:
+        self.inner = inner
+        self.federation = federation
+
+    def __call__(self, call: SiteCall) -> Awaitable[Reply]:
+        if call.validates_token or not self.federation.federated(call.site):
+            return self.inner(call)
+        token = header(call.headers, AUTH_TOKEN)
+        if token is None:
+            return self.inner(call)
+        return self._as_site(call, token)
+
+    async def _as_site(self, call: SiteCall, token: str) -> Reply:
+        bare = strip(token)
+        try:
+            site_token = await self.federation.token_for(call.site, bare)
+        except IdentityError as err:
+            raise CallError(str(err)) from None
+        scope = scope_of_token(token)
+        value = attach(site_token, identity_at(scope, call.site)) if scope else site_token
+        headers = [(k, value if k == AUTH_TOKEN else v) for k, v in call.headers]
+        reply = await self.inner(call._replace(headers=headers))
+        if reply.status == 401:
+            self.federation.forget(call.site, bare)
+        return reply
+
+
+def identity_at(scope_text: str, site: str) -> str:
+    """``scope_text`` with identity at ``site``: a token of that site's
+    Keystone is validated there."""
+    scope = parse(scope_text)
+    entries = [(k, e) for k, e in scope.entries if k != "identity"]
+    return canonical(Scope((*entries, ("identity", Site(site)))))
+
+
 class CircuitBreaking:
     """A site whose circuit is open is not tried (:class:`Skipped`); every
     outcome is counted: a failure that says "not there" (or a 502/503/504
@@ -189,11 +234,14 @@ def policy_stack(
     circuits: Circuits,
     retries: Retries,
     identities: Identities | None = None,
+    federation: Federation | None = None,
 ) -> Send:
     """The stack every site call goes through, outermost first."""
     send: Send = Transport(upstream)
     if retries.attempts > 1:
         send = Retrying(send, retries, circuits)
+    if federation is not None and federation.sites():
+        send = FederatedTokens(send, federation)
     if identities is not None and identities.sites():
         send = ServiceTokens(send, identities)
     return CircuitBreaking(send, circuits)

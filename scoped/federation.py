@@ -1,0 +1,147 @@
+"""A token of every site for a user's token: Keystone-to-Keystone federation
+(docs/design.md §4, independent sites).
+
+Independent Keystones have their own IDs and trust only their own tokens.
+For a site whose ``tokens.mode`` is ``federated``, a request carrying a
+user's token goes there with a token of that site's Keystone instead,
+obtained from this site's Keystone (the token's issuer, an identity
+provider) with keystoneauth1's ``Keystone2Keystone`` plugin (SAML2 ECP: the
+assertion from here, presented to the site as a service provider, then
+scoped to the site's own project).
+
+An exchange costs ~300-370 ms on the lab; it is made once per (user token,
+site) and cached until shortly before the site token expires. The cache is
+keyed by a digest of the user's token, never the token itself; a site's
+token is only ever sent to that site. The home token revoked: a cached site
+token stays good until it expires (revocation does not cross Keystones), and
+a new exchange is refused. keystoneauth1 is synchronous: exchanges run in a
+worker thread, one at a time per (token, site).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from keystoneauth1 import exceptions as ks_exceptions
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+from .config import SiteTokens
+from .identity import IdentityError
+
+MARGIN = 60.0
+"""Seconds before its expiry a cached site token is exchanged anew."""
+MAX_CACHED = 10_000
+"""Site tokens kept (least recently used dropped first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteToken:
+    token: str
+    expires_at: float
+    """Wall-clock seconds (``time.time()``)."""
+
+
+Exchange = Callable[[str, str], SiteToken]
+"""``(site, user_token) -> SiteToken``, synchronous (run in a thread)."""
+
+
+class Federation:
+    """Site tokens for user tokens, for the sites configured ``federated``."""
+
+    def __init__(
+        self,
+        local: str,
+        home_auth_url: str,
+        sites: Mapping[str, SiteTokens],
+        timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.local = local
+        self.home_auth_url = home_auth_url
+        self._sites = {name: t for name, t in sites.items() if t.federated and name != local}
+        self.timeout = timeout
+        self._clock = clock
+        self._cache: OrderedDict[tuple[bytes, str], SiteToken] = OrderedDict()
+        self._pending: dict[tuple[bytes, str], asyncio.Future[SiteToken]] = {}
+        self.exchanges = 0
+        """Exchanges made (for tests and metrics)."""
+
+    def federated(self, site: str) -> bool:
+        return site in self._sites
+
+    def sites(self) -> list[str]:
+        return list(self._sites)
+
+    async def token_for(self, site: str, user_token: str) -> str:
+        """``site``'s token for the holder of ``user_token`` (cached)."""
+        key = (hashlib.sha256(user_token.encode()).digest(), site)
+        cached = self._cache.get(key)
+        if cached is not None and cached.expires_at - MARGIN > self._clock():
+            self._cache.move_to_end(key)
+            return cached.token
+        pending = self._pending.get(key)
+        if pending is not None:  # another request is exchanging this one
+            return (await asyncio.shield(pending)).token
+        future: asyncio.Future[SiteToken] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            got = await asyncio.to_thread(self.exchange, site, user_token)
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # retrieved: no "never retrieved" warning
+            raise
+        finally:
+            del self._pending[key]
+        future.set_result(got)
+        self.exchanges += 1
+        self._cache[key] = got
+        if len(self._cache) > MAX_CACHED:
+            self._cache.popitem(last=False)
+        return got.token
+
+    def forget(self, site: str, user_token: str) -> None:
+        """Drop a site token the site refused (401): the next call exchanges anew."""
+        self._cache.pop((hashlib.sha256(user_token.encode()).digest(), site), None)
+
+    def exchange(self, site: str, user_token: str) -> SiteToken:
+        """One Keystone-to-Keystone exchange (blocking)."""
+        conf = self._sites[site]
+        sp = conf.service_provider or site
+        session = ks_session.Session(timeout=self.timeout)
+        home = v3.Token(auth_url=self.home_auth_url, token=user_token)
+        try:
+            if home.get_sp_auth_url(session, sp) is None:
+                raise IdentityError(
+                    f"{self.local}'s Keystone has no service provider {sp!r}, so it cannot "
+                    f"vouch for this user at {site} (register it there: openstack service "
+                    f"provider create {sp} --auth-url ... --service-provider-url ...)"
+                )
+            k2k = v3.Keystone2Keystone(
+                home,
+                sp,
+                project_name=conf.project_name,
+                project_domain_name=conf.project_domain_name,
+            )
+            access = k2k.get_access(session)
+        except ks_exceptions.Unauthorized:
+            raise IdentityError(
+                f"{self.local}'s Keystone refused the token (expired or revoked), "
+                f"so no token of {site} can be had for it"
+            ) from None
+        except ks_exceptions.ClientException as err:
+            raise IdentityError(
+                f"cannot get a token of {site} for this user from {self.local}'s Keystone "
+                f"(Keystone-to-Keystone, service provider {sp!r}, project "
+                f"{conf.project_name!r}): {err}"
+            ) from None
+        expires = access.expires
+        token = access.auth_token
+        if token is None or expires is None:
+            raise IdentityError(f"{site}'s Keystone gave no token in the K2K exchange")
+        return SiteToken(token, expires.timestamp())

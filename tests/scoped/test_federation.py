@@ -1,0 +1,188 @@
+"""Independent sites (scoped.federation): a request carrying a Berlin token
+reaches Denver with a token of Denver's own Keystone, obtained by
+Keystone-to-Keystone federation from Berlin's. The sites' services are in
+memory (scoped.memory); the Keystones are stand-ins on loopback
+(tests/keystones.py) that keystoneauth1's own K2K plugin talks to."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+from scoped_grammar import Site, parse
+
+from scoped.carry import scope_of_token, strip
+from scoped.config import parse_config
+from scoped.errors import ConfigError
+from scoped.gateway import Gateway
+from scoped.http import Body, Request, Response
+from scoped.memory import Exchange, MemoryReply, MemoryUpstream, json_reply
+from tests.keystones import Keystone, keystones
+
+SITES = ("Berlin", "Denver", "Paris")
+
+
+def origin(site: str) -> str:
+    return f"http://{site.lower()}.test"
+
+
+@pytest.fixture
+def ks() -> Iterator[dict[str, Keystone]]:
+    with keystones(*SITES) as found:
+        for k in found.values():
+            k.project("demo")
+        yield found
+
+
+class Compute:
+    """A site's Nova in memory: answers 200, or 401 to a token its Keystone
+    does not know; keeps every token it got."""
+
+    def __init__(self, keystone: Keystone) -> None:
+        self.keystone = keystone
+        self.tokens: list[str] = []
+
+    async def __call__(self, ex: Exchange) -> MemoryReply:
+        token = ex.header("x-auth-token") or ""
+        self.tokens.append(token)
+        if self.keystone.valid(strip(token)) is None:
+            return json_reply(401, {"error": {"code": 401, "message": "requires authentication"}})
+        return json_reply(200, {"servers": [{"id": self.keystone.site, "name": "vm"}]})
+
+
+def gateway(ks: dict[str, Keystone], **tokens: Any) -> tuple[Gateway, dict[str, Compute]]:
+    computes = {s: Compute(ks[s]) for s in SITES}
+    remote = {"mode": "federated", "project_name": "demo", **tokens}
+    data: dict[str, Any] = {
+        "site": "Berlin",
+        "backends": {"compute": f"{origin('Berlin')}/compute", "identity": ks["Berlin"].url},
+        "sites": {
+            "Berlin": {},
+            **{
+                s: {"endpoints": {"compute": f"{origin(s)}/compute"}, "tokens": remote}
+                for s in ("Denver", "Paris")
+            },
+        },
+    }
+    upstream = MemoryUpstream({origin(s): c for s, c in computes.items()})
+    return Gateway(parse_config(data, "<test>"), upstream), computes
+
+
+def get(gw: Gateway, token: str, scope: str) -> Response:
+    headers = (("x-auth-token", token), ("x-scope", scope))
+    req = Request("GET", "compute", "/v2.1/servers", "", headers, "http://gw/compute", Body())
+    return asyncio.run(gw.handle(req))
+
+
+def body(resp: Response) -> Any:
+    assert isinstance(resp.body, bytes)
+    return orjson.loads(resp.body)
+
+
+def test_each_site_gets_a_token_of_its_own_keystone_for_its_own_project(
+    ks: dict[str, Keystone],
+) -> None:
+    gw, computes = gateway(ks)
+    alice = ks["Berlin"].issue("alice")
+    resp = get(gw, alice, "<nova: Berlin&Denver&Paris>")
+    assert resp.status == 200, resp.body
+    assert [s["id"] for s in body(resp)["servers"]] == list(SITES)
+    for site in ("Denver", "Paris"):
+        [sent] = computes[site].tokens
+        token = ks[site].valid(strip(sent))
+        assert token is not None and token.user_name == "alice" and token.idp == "Berlin"
+        assert token.project == {"id": ks[site].projects["demo"], "name": "demo"}
+        # The scope travels on, with identity where this token was issued.
+        carried = scope_of_token(sent)
+        assert carried is not None and parse(carried)["identity"] == Site(site)
+    assert strip(computes["Berlin"].tokens[0]) == alice  # home keeps the user's own
+
+
+def test_a_site_never_sees_another_sites_token(ks: dict[str, Keystone]) -> None:
+    gw, computes = gateway(ks)
+    alice = ks["Berlin"].issue("alice")
+    get(gw, alice, "<nova: Denver&Paris>")
+    denver, paris = strip(computes["Denver"].tokens[0]), strip(computes["Paris"].tokens[0])
+    assert alice not in {denver, paris} and denver != paris
+    owner = {alice: "Berlin", denver: "Denver", paris: "Paris"}
+    for site, k in ks.items():
+        received = " ".join(f"{h} {b}" for _, _, h, b in k.seen)
+        # A site's Keystone gets only tokens it issued.
+        assert {owner[t] for t in owner if t in received} <= {site}, site
+    assert alice in " ".join(b for _, _, _, b in ks["Berlin"].seen)  # the exchanges' start
+
+
+def test_one_exchange_per_user_and_site_however_many_requests(ks: dict[str, Keystone]) -> None:
+    gw, _ = gateway(ks)
+    assert gw.federation is not None
+    alice, bob = ks["Berlin"].issue("alice"), ks["Berlin"].issue("bob")
+    for _ in range(100):
+        assert get(gw, alice, "<nova: Denver&Paris>").status == 200
+    assert gw.federation.exchanges == 2  # alice at Denver, alice at Paris
+    assert get(gw, bob, "<nova: Denver>").status == 200
+    assert gw.federation.exchanges == 3
+
+
+def test_a_site_token_near_its_expiry_is_exchanged_anew(ks: dict[str, Keystone]) -> None:
+    ks["Denver"].lifetime = timedelta(seconds=30)  # under the 60 s margin: never reused
+    gw, _ = gateway(ks)
+    assert gw.federation is not None
+    alice = ks["Berlin"].issue("alice")
+    for _ in range(3):
+        assert get(gw, alice, "<nova: Denver>").status == 200
+    assert gw.federation.exchanges == 3
+
+
+def test_a_refused_site_token_is_forgotten(ks: dict[str, Keystone]) -> None:
+    gw, computes = gateway(ks)
+    assert gw.federation is not None
+    alice = ks["Berlin"].issue("alice")
+    assert get(gw, alice, "<nova: Denver>").status == 200
+    ks["Denver"].revoke(strip(computes["Denver"].tokens[0]))
+    assert get(gw, alice, "<nova: Denver>").status == 401
+    assert get(gw, alice, "<nova: Denver>").status == 200  # a new exchange
+    assert gw.federation.exchanges == 2
+
+
+def test_a_revoked_home_token_gets_no_new_site_token(ks: dict[str, Keystone]) -> None:
+    gw, _ = gateway(ks)
+    alice = ks["Berlin"].issue("alice")
+    assert get(gw, alice, "<nova: Denver>").status == 200
+    ks["Berlin"].revoke(alice)
+    # Revocation does not cross Keystones: the site token lives on ...
+    assert get(gw, alice, "<nova: Denver>").status == 200
+    # ... but no new one is had for the revoked token.
+    resp = get(gw, alice, "<nova: Paris>")
+    assert resp.status == 502
+    assert "Berlin's Keystone refused the token" in body(resp)["error"]["message"]
+
+
+def test_a_site_that_is_no_service_provider_is_named_with_what_is_missing(
+    ks: dict[str, Keystone],
+) -> None:
+    del ks["Berlin"].service_providers["Paris"]
+    gw, computes = gateway(ks)
+    resp = get(gw, ks["Berlin"].issue("alice"), "<nova: Paris>")
+    assert resp.status == 502
+    message = body(resp)["error"]["message"]
+    assert "Paris" in message and "no service provider 'Paris'" in message
+    assert computes["Paris"].tokens == [], "nothing was sent to Paris"
+
+
+def test_federated_sites_need_this_sites_keystone() -> None:
+    data = {
+        "site": "Berlin",
+        "sites": {
+            "Berlin": {},
+            "Denver": {
+                "endpoints": {"compute": "http://denver.test/compute"},
+                "tokens": {"mode": "federated", "project_name": "demo"},
+            },
+        },
+    }
+    with pytest.raises(ConfigError, match=r"backends\.identity"):
+        Gateway(parse_config(data, "<test>"), MemoryUpstream())
