@@ -272,6 +272,16 @@ def test_a_refused_connection_of_a_read_is_tried_again_once(nova: dict[str, Nova
     assert sites_of(resp) == {"Denver": "200"}
 
 
+def trial_outcome(core: Core, scope: str) -> str:
+    """Denver's outcome in the first request after the cooldown (the trial)."""
+    for _ in range(50):  # bounded: the cooldown is 0.05 s
+        asyncio.run(asyncio.sleep(0.01))
+        outcome = sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"]
+        if outcome != "skipped":
+            return outcome
+    return "skipped"
+
+
 def test_an_open_circuit_skips_the_site_and_a_refused_trial_keeps_it_open() -> None:
     refusals: list[int] = []
 
@@ -288,11 +298,7 @@ def test_an_open_circuit_skips_the_site_and_a_refused_trial_keeps_it_open() -> N
     assert len(refusals) == before, "a skipped site is not called"
     # After the cooldown one trial goes through; refused (its retry stopped
     # by the circuit), it is reported refused and the circuit stays open.
-    for _ in range(50):  # bounded: the cooldown is 0.05 s
-        asyncio.run(asyncio.sleep(0.01))
-        outcome = sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"]
-        if outcome != "skipped":
-            break
+    outcome = trial_outcome(core, scope)
     assert outcome == "refused"
     assert core.gateway.circuits.state("Denver").name == "OPEN"
     assert sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"] == "skipped"
@@ -449,11 +455,7 @@ def test_the_trial_of_a_silent_site_waits_no_longer_than_a_connect_timeout() -> 
     for _ in range(2):  # two silences open the circuit
         assert sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"] == "timeout"
     assert [w for h, w in waits if h == "denver.test"] == [0.3, 0.3]
-    for _ in range(50):  # bounded: the cooldown is 0.05 s
-        asyncio.run(asyncio.sleep(0.01))
-        outcome = sites_of(core.request("GET", "/v2.1/servers", scope))["Denver"]
-        if outcome != "skipped":
-            break
+    outcome = trial_outcome(core, scope)
     assert outcome == "timeout"
     assert [w for h, w in waits if h == "denver.test"][-1] == 0.05  # the trial's bound
     assert core.gateway.circuits.state("Denver").name == "OPEN"
