@@ -118,10 +118,31 @@ class Executor:
     async def _all(self, node: All, req: Request, listing: Listing | None) -> Answer:
         if req.method not in READS:
             return await self._write(node, req)
-        answers = await asyncio.gather(
-            *(self._node(child, req, listing, merging=True) for child in node.children)
-        )
+        answers = await self._strict_reads(node, req, listing)
         return self._merge_all(node, req, listing, answers)
+
+    async def _strict_reads(
+        self, node: All, req: Request, listing: Listing | None
+    ) -> list[Answer | None]:
+        """Every child's answer (None: not awaited); once a required child has failed the
+        whole read has, and the others are no longer awaited (cancelled,
+        their connections closed): a strict ``*`` with one refused site
+        answers at once, not after the slowest (or a silent) site. Only reads
+        are cut short; a write is never left half-sent."""
+        tasks = [
+            asyncio.ensure_future(self._node(child, req, listing, merging=True))
+            for child in node.children
+        ]
+        pending = set(tasks)
+        required = {t for t, c in zip(tasks, node.children, strict=True) if not c.optional}
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(t in required and _fails(t.result()) for t in done) and pending:
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
+        return [None if t.cancelled() else t.result() for t in tasks]
 
     async def _fan_out(
         self, node: All, req: Request, listing: Listing | None, shape: Shape
@@ -178,27 +199,34 @@ class Executor:
                 rep.tee.detach(i)
 
     def _merge_all(
-        self, node: All, req: Request, listing: Listing | None, answers: Sequence[Answer]
+        self,
+        node: All,
+        req: Request,
+        listing: Listing | None,
+        answers: Sequence[Answer | None],
     ) -> Answer:
-        reports = [r for a in answers for r in a.reports]
+        reports = [r for a in answers if a is not None for r in a.reports]
         ok: list[Answer] = []
         failed: list[Answer] = []
         absent: list[Answer] = []
         for child, answer in zip(node.children, answers, strict=True):
+            if answer is None:
+                continue  # no longer needed: not awaited
             if answer.verdict is Verdict.OK:
                 ok.append(answer)
             elif answer.verdict is Verdict.ABSENT:
                 absent.append(answer)
             elif not child.optional:
                 failed.append(answer)
+        heard = [a for a in answers if a is not None]
         if failed:
-            for a in answers:
+            for a in heard:
                 a.discard()
             done = ok + absent if req.method not in READS else []
             return _failed(failed, reports, "a fan-out (&) failed at some sites", done=done)
         if not ok and not absent:
             # Every site was optional, and none answered.
-            return _failed(list(answers), reports, "every site of a fan-out (&) failed")
+            return _failed(heard, reports, "every site of a fan-out (&) failed")
         if not ok:
             result = _failed(absent, reports, "no site has it")
             result.verdict = Verdict.ABSENT
@@ -233,6 +261,11 @@ def _merge(req: Request, listing: Listing | None, ok: list[Answer], writes: Writ
     for a in ok[1:]:
         a.discard()
     return leftmost
+
+
+def _fails(answer: Answer) -> bool:
+    """Whether a required child's answer fails an ``&`` read."""
+    return answer.verdict in (Verdict.FAILED, Verdict.REFUSED)
 
 
 def _refused(rep: Replication) -> Answer:

@@ -46,6 +46,10 @@ same one. ``(service, path, key of the resource in the body)``."""
 
 _SERVERS = re.compile(r"^(?P<v>(/v2(\.1)?)?)/servers/?$")
 
+MAX_REPLICAS = 64
+"""Most sites one create may go to when each makes its own ID: its handle
+(~60 characters a site) stays well under 8 KB, what a URL may hold."""
+
 CallSite = Callable[[str, Request], Awaitable[Answer]]
 """Send a request to one site, its body read (the executor's leaf)."""
 
@@ -124,8 +128,13 @@ class Writes:
         rep = Replication()
         sites = [leaf.site for leaf in leaves(node)]
         body = _json_body(req)
-        if is_create(req) and isinstance(body, dict):
-            _share_id(req, body)
+        shared = is_create(req) and isinstance(body, dict) and _share_id(req, body)
+        if is_create(req) and not shared and not has_handle(req.path) and len(sites) > MAX_REPLICAS:
+            rep.refused[sites[0]] = (
+                f"a create at {len(sites)} sites, each making its own ID, would need a "
+                f"handle too long for a URL; at most {MAX_REPLICAS} sites per create"
+            )
+            return rep
         per_site: dict[str, Any] = {s: body for s in sites}
         if body is not None and req.method == "POST" and (m := _SERVERS.match(req.path)):
             per_site = await self._resolve(req, node, body, sites, m.group("v"), rep)
@@ -368,13 +377,15 @@ def _json_body(req: Request) -> Any:
         return None
 
 
-def _share_id(req: Request, body: dict[str, Any]) -> None:
+def _share_id(req: Request, body: dict[str, Any]) -> bool:
+    """Give the create one ID for every site, where its API takes one."""
     for service, path, key in SHARED_ID:
         if service == req.service and path.match(req.path):
             target = body.get(key) if key else body
             if isinstance(target, dict) and target.get("id") in (None, "", "auto"):
                 target["id"] = str(uuid.uuid4())
-            return
+            return True
+    return False
 
 
 def _resource(data: Any) -> dict[str, Any] | None:

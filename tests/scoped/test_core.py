@@ -482,3 +482,20 @@ def test_a_401_with_identity_at_home_is_passed_on_as_it_came() -> None:
     resp = core.request("GET", "/v2.1/servers", "<nova: Denver>")
     assert resp.status == 401
     assert body_of(resp) == UNAUTHORIZED
+
+
+def test_a_strict_read_fails_at_the_first_required_failure_without_waiting() -> None:
+    core = core_of({"Berlin": answering(200, {"servers": []}), "Paris": silent()})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Berlin&Denver&Paris>")
+    assert resp.status == 502
+    # Denver refused at once; Paris (silent until its 0.3 s timeout) was
+    # no longer awaited: it is not listed, its call was cancelled.
+    assert sites_of(resp) == {"Berlin": "200", "Denver": "refused"}
+    assert "Denver: refused" in body_of(resp)["error"]["message"]
+
+
+def test_an_optional_failure_does_not_cut_a_read_short() -> None:
+    core = core_of({"Berlin": answering(200, {"servers": []}), "Paris": silent()})
+    resp = core.request("GET", "/v2.1/servers", "<nova: Berlin&Denver?&Paris?>")
+    assert resp.status == 200
+    assert sites_of(resp) == {"Berlin": "200", "Denver": "refused", "Paris": "timeout"}

@@ -115,3 +115,17 @@ def test_best_effort_with_no_site_answering_is_an_error_not_an_empty_list() -> N
     assert orjson.loads(resp.body)["error"]["message"].startswith(
         "every site of a fan-out (&) failed"
     )
+
+
+def test_a_create_too_wide_for_a_handle_is_refused_before_anything_is_sent() -> None:
+    gw = gateway(set())
+    upstream = gw.upstream
+    assert isinstance(upstream, MemoryUpstream)
+    headers = (("x-auth-token", "t"), ("x-scope", "<nova: *>"))
+    body = Body(b'{"server": {"name": "vm"}}')
+    req = Request("POST", "compute", "/v2.1/servers", "", headers, "http://gw/compute", body)
+    resp = asyncio.run(gw.handle(req))
+    assert resp.status == 400
+    assert isinstance(resp.body, bytes)
+    assert "at most 64 sites per create" in orjson.loads(resp.body)["error"]["message"]
+    assert upstream.calls == []
