@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from .answer import Answer, Shortfall, SiteReport, Verdict
 from .calls import SiteCaller
+from .handles import HandleTooLong
 from .http import Request
 from .merge import Collection, combine, decode_collection
 from .paging import Listing
@@ -187,7 +188,18 @@ class Executor:
             assert result.shortfall is not None
             result.shortfall = replace(result.shortfall, undone=tuple(undone))
             return result
-        merged = self.writes.answer(req, ok)
+        try:
+            merged = self.writes.answer(req, ok)
+        except HandleTooLong as err:
+            # Done everywhere, but no handle could name it all: undone, as
+            # a create that cannot be answered whole is not kept.
+            undone, undo_reports = await self.writes.undo(req, rep, ok)
+            result = _failed(
+                ok, reports + undo_reports, f"the create could not be answered: {err}", done=ok
+            )
+            assert result.shortfall is not None
+            result.shortfall = replace(result.shortfall, undone=tuple(undone))
+            return result
         merged.reports = reports
         return merged
 

@@ -25,6 +25,13 @@ import httptools
 HIGH_WATER = 256 * 1024
 """Response bytes buffered before reading from the site pauses."""
 LOW_WATER = 64 * 1024
+MAX_HEAD = 64 * 1024
+"""Largest header block of an answer (names and values); a larger one ends
+the call (found by fuzzing: a site could send headers without end)."""
+
+
+class _TooLarge(Exception):
+    """Raised in a parser callback to stop parsing an answer already failed."""
 
 
 class ConnectionBroken(Exception):
@@ -70,6 +77,8 @@ class Connection(asyncio.Protocol):
         self._error: ConnectionBroken | None = None
         self._answered = False
         self._paused = False
+        self._head_bytes = 0
+        self._head_by: float | None = None
         self._spoiled = False
         self._last = 0.0
         self._timeout = 0.0
@@ -126,6 +135,10 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD:
+            self._fail(ConnectionBroken(f"the site's answer head is over {MAX_HEAD} bytes", True))
+            raise _TooLarge  # stops the parser; data_received keeps the first error
         self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -200,6 +213,10 @@ class Connection(asyncio.Protocol):
             transport.write(head)
             if body is not None:
                 await self._send_stream(body, chunked)
+        # The whole head of the answer must come within the timeout once the
+        # request is sent, not only some byte of it (a site trickling header
+        # lines or 100 Continues would otherwise hold the call for ever).
+        self._head_by = self.loop.time() + timeout
         if not self._headers_done:
             if self._error is not None:
                 raise self._error
@@ -343,6 +360,18 @@ class Connection(asyncio.Protocol):
         deadline = self._last + self._timeout
         if self._paused:  # our reader is behind: the site is not silent
             deadline = now + self._timeout
+        head_by = self._head_by if not self._headers_done else None
+        if head_by is not None and now >= head_by:
+            self._fail(
+                ConnectionBroken(
+                    f"no complete answer head from the site within {self._timeout:g} s",
+                    self._answered,
+                    True,
+                )
+            )
+            return
+        if head_by is not None:
+            deadline = min(deadline, head_by)
         if now >= deadline:
             self._fail(
                 ConnectionBroken(

@@ -25,10 +25,21 @@ _MAX = 8192
 """A handle longer than this is not read (bounds the decoding work)."""
 
 
+class HandleTooLong(ValueError):
+    """Replicas whose IDs make a handle longer than any gateway reads back."""
+
+
 def make_handle(ids: Mapping[str, str]) -> str:
-    """The handle of the replicas ``{site: id}``."""
+    """The handle of the replicas ``{site: id}``; :class:`HandleTooLong` past
+    what :func:`read_handle` takes (found by fuzzing)."""
     raw = orjson.dumps(dict(ids))
-    return PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    handle = PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    if len(handle) > _MAX:
+        raise HandleTooLong(
+            f"the IDs of {len(ids)} replicas make a handle of {len(handle)} characters; "
+            f"at most {_MAX}"
+        )
+    return handle
 
 
 def read_handle(text: str) -> dict[str, str] | None:

@@ -27,7 +27,7 @@ import orjson
 from scoped_grammar import STAR, Scope, Site, canonical
 
 from .answer import Answer, SiteReport, Verdict
-from .handles import has_handle, make_handle, path_at, read_handle
+from .handles import HandleTooLong, has_handle, make_handle, path_at, read_handle
 from .http import Body, Request
 from .merge import Collection, created_ids
 from .plan import All, Call, Node, plan_scope
@@ -332,7 +332,13 @@ def fold_replicas(coll: Collection, query: str) -> None:
             groups.append(by_name[name])
     if len(groups) == len(coll.items):
         return
-    coll.items = [group[0] if len(group) == 1 else _fold(group) for group in groups]
+    folded: list[tuple[str, dict[str, Any]]] = []
+    for group in groups:
+        try:
+            folded.append(group[0] if len(group) == 1 else _fold(group))
+        except HandleTooLong:
+            folded.extend(group)  # too many replicas for one handle: listed each
+    coll.items = folded
 
 
 def _fold(group: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ from lark.exceptions import (
     VisitError,
 )
 
+from .canonical import canonical
 from .errors import (
     DuplicateServiceError,
     ScopeError,
@@ -158,6 +159,7 @@ def _parse_json_value(tok: Token) -> Expr:
     text = _unquote(tok, "site expression")
     start = tok.start_pos or 0
     try:
+        _check_bounds(text)  # a JSON string is held to the bounds of the scope around it
         return _parse_expr(text)
     except ScopeError as err:
         # Point into the original text; exact unless the JSON string had escapes.
@@ -234,9 +236,19 @@ def _check_nesting(text: str) -> None:
 def _parse_cached(text: str) -> Scope:
     entries = _run(text, "start")
     try:
-        return _build_scope(text, entries)
+        scope = _build_scope(text, entries)
     except _Located as loc:
         raise loc.error(loc.message, text, loc.pos, **loc.kw) from None
+    # What is accepted must be accepted again as the gateway writes it back
+    # (X-Scope, the token suffix): canonical text may be longer (an alias
+    # becomes its service type, spaces after ':' and ','). Found by fuzzing.
+    size = len(canonical(scope))
+    if size > MAX_SCOPE_LENGTH:
+        raise ScopeTooLongError(
+            f"a scope is at most {MAX_SCOPE_LENGTH} characters as the gateway writes it "
+            f"(canonical form); this one has {size}"
+        )
+    return scope
 
 
 def _parse_expr(text: str) -> Expr:

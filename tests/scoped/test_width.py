@@ -129,3 +129,29 @@ def test_a_create_too_wide_for_a_handle_is_refused_before_anything_is_sent() -> 
     assert isinstance(resp.body, bytes)
     assert "at most 64 sites per create" in orjson.loads(resp.body)["error"]["message"]
     assert upstream.calls == []
+
+
+def test_a_create_whose_ids_make_too_long_a_handle_is_undone() -> None:
+    created: dict[str, str] = {}
+    deleted: list[str] = []
+
+    async def nova(ex: Exchange) -> MemoryReply:
+        if ex.method == "DELETE":
+            deleted.append(ex.path.rsplit("/", 1)[-1])
+            return MemoryReply(204)
+        server_id = ex.origin.removeprefix("http://") + "-" + "x" * 120  # a long ID
+        created[ex.origin] = server_id
+        return json_reply(202, {"server": {"id": server_id}})
+
+    sites = SITES[:60]
+    gw = gateway(set(SITES) - set(sites))
+    assert isinstance(gw.upstream, MemoryUpstream)
+    gw.upstream.handlers.update({origin(s): nova for s in sites})
+    headers = (("x-auth-token", "t"), ("x-scope", "<nova: " + "&".join(sites) + ">"))
+    body = Body(b'{"server": {"name": "vm"}}')
+    req = Request("POST", "compute", "/v2.1/servers", "", headers, "http://gw/compute", body)
+    resp = asyncio.run(gw.handle(req))
+    assert resp.status == 502
+    assert isinstance(resp.body, bytes)
+    assert "could not be answered" in orjson.loads(resp.body)["error"]["message"]
+    assert sorted(deleted) == sorted(created.values()), "every replica made is undone"
