@@ -27,8 +27,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from keystoneauth1 import access as ks_access
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import access as v3_access
 from keystoneauth1.identity import v3
 
 from .config import SiteTokens
@@ -110,12 +112,18 @@ class Federation:
         self._cache.pop((hashlib.sha256(user_token.encode()).digest(), site), None)
 
     def exchange(self, site: str, user_token: str) -> SiteToken:
-        """One Keystone-to-Keystone exchange (blocking)."""
+        """One Keystone-to-Keystone exchange (blocking).
+
+        The user's own token vouches for them: it is read at this site's
+        Keystone (a user may read their own token; it lists the service
+        providers) and used as it is, since Keystone makes an assertion
+        only from a project-scoped token (deploy/k2k-probe/REPORT.md).
+        """
         conf = self._sites[site]
         sp = conf.service_provider or site
         session = ks_session.Session(timeout=self.timeout)
-        home = v3.Token(auth_url=self.home_auth_url, token=user_token)
         try:
+            home = v3_access.AccessInfoPlugin(self._read(session, user_token), self.home_auth_url)
             if home.get_sp_auth_url(session, sp) is None:
                 raise IdentityError(
                     f"{self.local}'s Keystone has no service provider {sp!r}, so it cannot "
@@ -129,11 +137,6 @@ class Federation:
                 project_domain_name=conf.project_domain_name,
             )
             access = k2k.get_access(session)
-        except ks_exceptions.Unauthorized:
-            raise IdentityError(
-                f"{self.local}'s Keystone refused the token (expired or revoked), "
-                f"so no token of {site} can be had for it"
-            ) from None
         except ks_exceptions.ClientException as err:
             raise IdentityError(
                 f"cannot get a token of {site} for this user from {self.local}'s Keystone "
@@ -145,3 +148,28 @@ class Federation:
         if token is None or expires is None:
             raise IdentityError(f"{site}'s Keystone gave no token in the K2K exchange")
         return SiteToken(token, expires.timestamp())
+
+    def _read(self, session: ks_session.Session, user_token: str) -> ks_access.AccessInfo:
+        """The user's token as this site's Keystone knows it."""
+        resp = session.get(
+            f"{self.home_auth_url}/auth/tokens",
+            headers={"X-Auth-Token": user_token, "X-Subject-Token": user_token},
+            authenticated=False,
+            raise_exc=False,
+        )
+        if resp.status_code in (401, 403, 404):
+            raise IdentityError(
+                f"{self.local}'s Keystone refused the token (expired or revoked), "
+                "so no token of another site can be had for it"
+            )
+        if not resp.ok:
+            raise IdentityError(
+                f"cannot read the token at {self.local}'s Keystone: {resp.status_code}"
+            )
+        auth_ref = ks_access.create(resp=resp)
+        if not auth_ref.project_scoped:
+            raise IdentityError(
+                "a token of another site can only be had for a project-scoped token "
+                "(Keystone asserts the user's project); this one is not"
+            )
+        return auth_ref

@@ -163,10 +163,13 @@ def app_of(k: Keystone) -> web.Application:
         return web.json_response(body, status=201, headers={"X-Subject-Token": token})
 
     async def validate(request: web.Request) -> web.Response:
-        token = k.valid(request.headers.get("X-Subject-Token"))
-        if token is None or k.valid(request.headers.get("X-Auth-Token")) is None:
+        subject = request.headers.get("X-Subject-Token") or ""
+        token = k.valid(subject)
+        if k.valid(request.headers.get("X-Auth-Token")) is None:
+            return web.json_response({"error": {"code": 401}}, status=401)
+        if token is None:
             return web.json_response({"error": {"code": 404}}, status=404)
-        return web.json_response(_body(k, token))
+        return web.json_response(_body(k, token), headers={"X-Subject-Token": subject})
 
     async def ecp(request: web.Request) -> web.Response:
         auth = (await request.json())["auth"]
@@ -174,6 +177,9 @@ def app_of(k: Keystone) -> web.Application:
         sp = auth["scope"]["service_provider"]["id"]
         if token is None:
             return web.json_response({"error": {"code": 401}}, status=401)
+        if token.project is None:  # as Keystone: the assertion names the project
+            message = "Use a project scoped token when attempting to create a SAML assertion"
+            return web.json_response({"error": {"code": 400, "message": message}}, status=400)
         if sp not in k.service_providers:
             return web.json_response({"error": {"code": 404}}, status=404)
         line = f"{k.site}|{sp}|{token.user_name}|{secrets.token_hex(8)}"

@@ -21,9 +21,24 @@ def sites() -> Iterator[dict[str, Keystone]]:
         yield found
 
 
-def exchange(home: Keystone, token: str, sp: str) -> v3.Keystone2Keystone:
-    base = v3.Token(auth_url=f"{home.url}/v3", token=token)
+def exchange(home: Keystone, token: str, sp: str, scoped: bool = True) -> v3.Keystone2Keystone:
+    # Keystone makes an assertion only from a project-scoped token.
+    if scoped:
+        base = v3.Token(
+            auth_url=f"{home.url}/v3",
+            token=token,
+            project_name="demo",
+            project_domain_name="Default",
+        )
+    else:
+        base = v3.Token(auth_url=f"{home.url}/v3", token=token)
     return v3.Keystone2Keystone(base, sp, project_name="demo", project_domain_name="Default")
+
+
+def test_an_unscoped_home_token_gets_no_assertion(sites: dict[str, Keystone]) -> None:
+    alice = sites["Berlin"].issue("alice")
+    with pytest.raises(ks_exceptions.AuthorizationFailure, match="400"):
+        exchange(sites["Berlin"], alice, "Denver", scoped=False).get_access(ks_session.Session())
 
 
 def test_keystoneauth_gets_a_token_of_the_other_site_for_its_own_project(
