@@ -127,13 +127,15 @@ shaped_soup = st.tuples(
 @FUZZ
 @given(any_text)
 def test_arbitrary_text_parses_or_is_a_scope_error(text: str) -> None:
-    check(text)
+    scope = check(text)  # raises on anything but ScopeError, or a broken round trip
+    assert scope is None or parse(text) == scope
 
 
 @FUZZ
 @given(st.one_of(token_soup, shaped_soup))
 def test_token_soup_parses_or_is_a_scope_error(text: str) -> None:
-    check(text)
+    scope = check(text)  # raises on anything but ScopeError, or a broken round trip
+    assert scope is None or parse(text) == scope
 
 
 # -- mutations of valid scopes ----------------------------------------------
@@ -171,7 +173,8 @@ def mutated(draw: st.DrawFn) -> str:
 @FUZZ
 @given(mutated())
 def test_mutated_valid_scopes_parse_or_are_scope_errors(text: str) -> None:
-    check(text)
+    scope = check(text)  # raises on anything but ScopeError, or a broken round trip
+    assert scope is None or parse(text) == scope
 
 
 def test_every_valid_corpus_scope_keeps_the_properties() -> None:
