@@ -499,3 +499,35 @@ def test_an_optional_failure_does_not_cut_a_read_short() -> None:
     resp = core.request("GET", "/v2.1/servers", "<nova: Berlin&Denver?&Paris?>")
     assert resp.status == 200
     assert sites_of(resp) == {"Berlin": "200", "Denver": "refused", "Paris": "timeout"}
+
+
+def test_a_cancelled_fan_out_cancels_its_calls() -> None:
+    """A request that goes away (its client disconnected) leaves no call behind."""
+    cancelled: list[str] = []
+
+    async def hanging(ex: Exchange) -> MemoryReply:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(ex.origin)
+            raise
+        return json_reply(200, {})
+
+    core = core_of({"Berlin": hanging, "Denver": hanging})
+
+    async def run() -> None:
+        headers = (("x-auth-token", "t"), ("x-scope", "<nova: Berlin&Denver>"))
+        req = Request("GET", "compute", "/v2.1/servers", "", headers, ENTRY, Body())
+        task = asyncio.create_task(core.gateway.handle(req))
+        for _ in range(100):  # bounded: until both calls are in flight
+            await asyncio.sleep(0.001)
+            if len(core.upstream.calls) == 2:
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)  # well before the calls' own 0.3 s timeout
+        # Checked here: at the end of asyncio.run every task is cancelled anyway.
+        assert sorted(cancelled) == [origin("Berlin"), origin("Denver")]
+
+    asyncio.run(run())
