@@ -137,7 +137,7 @@ class Writes:
             return rep
         per_site: dict[str, Any] = {s: body for s in sites}
         if body is not None and req.method == "POST" and (m := _SERVERS.match(req.path)):
-            per_site = await self._resolve(req, node, body, sites, m.group("v"), rep)
+            per_site = await self._resolve(req, body, sites, m.group("v"), rep)
             if rep.refused:
                 return rep
         for site in sites:
@@ -159,7 +159,6 @@ class Writes:
     async def _resolve(
         self,
         req: Request,
-        node: All,
         body: dict[str, Any],
         sites: list[str],
         version: str,
