@@ -81,10 +81,11 @@ def path_at(path: str, site: str) -> str | None:
     return "/".join(parts)
 
 
-def handle_sites(path: str) -> list[str]:
-    """The sites named by the first handle in ``path`` (empty if none)."""
-    for part in path.split("/"):
-        ids = read_handle(part)
-        if ids is not None:
-            return list(ids)
-    return []
+def path_handle(path: str) -> dict[str, str]:
+    """``{site: id}`` of the first handle in ``path`` (empty if none)."""
+    if PREFIX in path:
+        for part in path.split("/"):
+            ids = read_handle(part)
+            if ids is not None:
+                return ids
+    return {}

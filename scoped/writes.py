@@ -27,7 +27,7 @@ import orjson
 from scoped_grammar import STAR, Scope, Site, canonical
 
 from .answer import Answer, SiteReport, Verdict
-from .handles import HandleTooLong, has_handle, make_handle, path_at, read_handle
+from .handles import HandleTooLong, has_handle, make_handle, path_at, path_handle
 from .http import Body, Request
 from .merge import Collection, created_ids
 from .plan import All, Call, Node, plan_scope
@@ -261,11 +261,8 @@ class Writes:
             return leftmost
         ids: dict[str, str] = {}
         if has_handle(req.path):
-            for part in req.path.split("/"):
-                found = read_handle(part)
-                if found is not None:
-                    ids = {a.site: found[a.site] for a in ok if a.site in found}
-                    break
+            found = path_handle(req.path)
+            ids = {a.site: found[a.site] for a in ok if a.site in found}
         else:
             for a in ok:
                 created = created_ids(a.body)

@@ -15,7 +15,7 @@ What each may raise, from its docstring and its callers:
 - ``listing_of`` (and ``decode_marker`` under it): :class:`GatewayError` with
   status 400 only (the gateway catches nothing else around it).
 - ``read_handle``: nothing; None for what is not a handle. ``path_at`` and
-  ``handle_sites`` (every path of a write goes through them): nothing.
+  ``path_handle`` (every path of a write goes through them): nothing.
 - ``split_scope_path``: nothing; ``rewrite_catalog`` (any Keystone answer
   body): nothing, and the body unchanged unless it held a catalog to rewrite.
 
@@ -39,7 +39,7 @@ from scoped_grammar import ScopeError, parse
 from scoped.carry import SUFFIX, attach, decode_scope, encode_scope, scope_of_token, strip
 from scoped.errors import GatewayError
 from scoped.handles import PREFIX as HANDLE_PREFIX
-from scoped.handles import HandleTooLong, handle_sites, make_handle, path_at, read_handle
+from scoped.handles import HandleTooLong, make_handle, path_at, path_handle, read_handle
 from scoped.paging import MARKER_PREFIX, Listing, decode_marker, encode_marker, listing_of
 from scoped.urlscope import PREFIX as URL_PREFIX
 from scoped.urlscope import rewrite_catalog, split_scope_path
@@ -249,7 +249,7 @@ def test_paths_with_handles_never_raise(parts: list[str], site: str) -> None:
     path = "/" + "/".join(parts)
     result = path_at(path, site)
     assert result is None or isinstance(result, str)
-    assert isinstance(handle_sites(path), list)
+    assert isinstance(path_handle(path), dict)
 
 
 @FUZZ

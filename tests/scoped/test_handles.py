@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from scoped.handles import (
     PREFIX,
     HandleTooLong,
-    handle_sites,
     has_handle,
     make_handle,
     path_at,
+    path_handle,
     read_handle,
 )
 
@@ -160,7 +160,7 @@ def test_path_at_is_none_where_the_site_has_no_replica() -> None:
 def test_a_path_without_handles_is_left_as_it_is(path: str) -> None:
     assert path_at(path, "Berlin") == path
     assert path_at(path, "Paris") == path
-    assert handle_sites(path) == []
+    assert path_handle(path) == {}
 
 
 def test_has_handle_sees_the_prefix() -> None:
@@ -168,12 +168,12 @@ def test_has_handle_sees_the_prefix() -> None:
     assert not has_handle(f"/v2.1/servers/{BERLIN_ID}")
 
 
-def test_handle_sites_are_the_first_handles_sites_in_its_order() -> None:
+def test_path_handle_is_the_first_handle_in_its_order() -> None:
     handle = make_handle({"Denver": "d", "Paris": "p", "Berlin": "b"})
-    assert handle_sites(f"/v2.1/servers/{handle}") == ["Denver", "Paris", "Berlin"]
+    assert list(path_handle(f"/v2.1/servers/{handle}")) == ["Denver", "Paris", "Berlin"]
     other = make_handle({"Tokyo": "t"})
-    assert handle_sites(f"/v2.1/servers/{handle}/x/{other}") == ["Denver", "Paris", "Berlin"]
-    assert handle_sites(f"/v2.1/servers/scoped.!!!/x/{other}") == ["Tokyo"]
+    assert list(path_handle(f"/v2.1/servers/{handle}/x/{other}")) == ["Denver", "Paris", "Berlin"]
+    assert path_handle(f"/v2.1/servers/scoped.!!!/x/{other}") == {"Tokyo": "t"}
 
 
 _text = st.text(st.characters(codec="utf-8"), max_size=40)
@@ -202,4 +202,4 @@ def test_every_mapping_of_text_round_trips(ids: dict[str, str]) -> None:
     handle = make_handle(ids)
     assert read_handle(handle) == ids
     assert "/" not in handle and "?" not in handle and "#" not in handle
-    assert handle_sites(f"/v2.1/servers/{handle}") == list(ids)
+    assert path_handle(f"/v2.1/servers/{handle}") == ids
