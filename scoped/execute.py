@@ -192,32 +192,35 @@ class Executor:
                     reports.extend(answer.reports)
                 failed.append(answer)
         if failed or not ok:
-            undone, undo_reports = await self.writes.undo(req, rep, ok)
             for a in answers:
                 a.discard()
-            result = _failed(
-                failed or answers,
-                reports + undo_reports,
-                "a fan-out (&) write failed at some sites",
-                done=ok,
-            )
-            assert result.shortfall is not None
-            result.shortfall = replace(result.shortfall, undone=tuple(undone))
-            return result
+            what = "a fan-out (&) write failed at some sites"
+            return await self._undone(req, rep, ok, failed or answers, reports, what)
         try:
             merged = self.writes.answer(req, ok)
         except HandleTooLong as err:
-            # Done everywhere, but no handle could name it all: undone, as
-            # a create that cannot be answered whole is not kept.
-            undone, undo_reports = await self.writes.undo(req, rep, ok)
-            result = _failed(
-                ok, reports + undo_reports, f"the create could not be answered: {err}", done=ok
-            )
-            assert result.shortfall is not None
-            result.shortfall = replace(result.shortfall, undone=tuple(undone))
-            return result
+            # Done everywhere, but no handle could name it all: a create that
+            # cannot be answered whole is not kept.
+            what = f"the create could not be answered: {err}"
+            return await self._undone(req, rep, ok, ok, reports, what)
         merged.reports = reports
         return merged
+
+    async def _undone(
+        self,
+        req: Request,
+        rep: Replication,
+        done: list[Answer],
+        failed: list[Answer],
+        reports: list[SiteReport],
+        what: str,
+    ) -> Answer:
+        """A failed ``&`` write: what was created undone, and the report."""
+        undone, undo_reports = await self.writes.undo(req, rep, done)
+        result = _failed(failed, reports + undo_reports, what, done=done)
+        assert result.shortfall is not None
+        result.shortfall = replace(result.shortfall, undone=tuple(undone))
+        return result
 
     async def _branch(self, rep: Replication, i: int, child: Node, req: Request) -> Answer:
         try:
