@@ -259,26 +259,24 @@ class Writes:
             a.discard()
         if leftmost.body is None or (len(ok) < 2 and not has_handle(req.path)):
             return leftmost
-        ids: dict[str, str] = {}
+        # Each replica's body decoded once: its ID and status come from it.
+        decoded = [_decode(a.body) for a in ok]
+        data, resource = decoded[0]
+        resources = [r for _, r in decoded]
+        if resource is None:
+            return leftmost
         if has_handle(req.path):
             found = path_handle(req.path)
             ids = {a.site: found[a.site] for a in ok if a.site in found}
         else:
-            for a in ok:
-                created = created_ids(a.body)
-                if created is not None and a.site is not None:
-                    ids[a.site] = created
+            ids = {
+                a.site: str(r["id"])
+                for a, r in zip(ok, resources, strict=True)
+                if r is not None and a.site is not None
+            }
         if len(ids) < len(ok):
             return leftmost
-        try:
-            data = orjson.loads(leftmost.body)
-        except orjson.JSONDecodeError:
-            return leftmost
-        resource = _resource(data)
-        if resource is None:
-            return leftmost
-        statuses = [_resource_status(a) for a in ok]
-        status = _aggregate(statuses)
+        status = _aggregate([_status(r) for r in resources])
         if status is not None:
             resource["status"] = status
         own = ids.get(leftmost.site or "")
@@ -294,8 +292,7 @@ class Writes:
                 (k, _segment(v, own, handle) if k == "location" else v) for k, v in leftmost.headers
             ]
         resource[SITES_KEY] = ids
-        body = orjson.dumps(data)
-        leftmost.body = body
+        leftmost.body = orjson.dumps(data)
         return leftmost
 
 
@@ -390,6 +387,20 @@ def _share_id(req: Request, body: dict[str, Any]) -> bool:
     return False
 
 
+def _decode(body: bytes | None) -> tuple[Any, dict[str, Any] | None]:
+    """A show or create answer's document, and the one resource in it."""
+    try:
+        data = orjson.loads(body or b"null")
+    except orjson.JSONDecodeError:
+        return None, None
+    return data, _resource(data)
+
+
+def _status(resource: dict[str, Any] | None) -> str | None:
+    status = resource.get("status") if resource is not None else None
+    return status if isinstance(status, str) else None
+
+
 def _resource(data: Any) -> dict[str, Any] | None:
     """The one resource of a show or create answer (``{"server": {...}}`` or the body)."""
     if not isinstance(data, dict):
@@ -398,15 +409,6 @@ def _resource(data: Any) -> dict[str, Any] | None:
         return data
     inner = [v for v in data.values() if isinstance(v, dict) and "id" in v]
     return inner[0] if len(inner) == 1 else None
-
-
-def _resource_status(answer: Answer) -> str | None:
-    try:
-        resource = _resource(orjson.loads(answer.body or b"null"))
-    except orjson.JSONDecodeError:
-        return None
-    status = resource.get("status") if resource else None
-    return status if isinstance(status, str) else None
 
 
 _BROKEN = ("error", "killed", "deleted", "deactivated")
