@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from functools import lru_cache
 
 import orjson
@@ -32,14 +31,14 @@ from .config import Config
 from .errors import ClientDisconnected, ConfigError, Failure, GatewayError
 from .execute import Executor
 from .federation import Federation
-from .http import REQUEST_ID, Request, Response, error_body, error_response
+from .http import REQUEST_ID, Request, Response, error_response
 from .identity import Identities, IdentityError
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
 from .paging import listing_of
 from .plan import Call, Node, node_json, plan_scope
 from .policies import policy_stack
-from .respond import respond, scope_headers
+from .respond import respond, say_why_refused, scope_headers
 from .sites import Registry
 from .upstream import HttpUpstream, Upstream
 
@@ -157,7 +156,9 @@ class Gateway:
             self.metrics.fanout.observe(width)
             answer = await self.executor.run(node, req, listing)
             if req.scope is not None and any(r.status == 401 for r in answer.reports):
-                self._why_refused(answer, req.scope)
+                identity = self._identity_site(req.scope)
+                if identity is not None:
+                    say_why_refused(answer, identity, self.registry.local)
             resp = respond(answer, applied, req, listing)
         except GatewayError as err:
             resp = error_response(err.status, err.message)
@@ -202,35 +203,11 @@ class Gateway:
         except ScopeError as err:
             raise GatewayError(400, str(err)) from None
 
-    def _why_refused(self, answer: Answer, scope: Scope) -> None:
-        """A 401 because of where the scope sent the token's validation: say
-        so, naming the site, instead of a bare "requires authentication"."""
+    def _identity_site(self, scope: Scope) -> str | None:
+        """The one site the scope sends identity to, if it is not this one."""
         local = self.registry.local
         ident = plan_scope(scope, self.registry.names, local).for_service("identity")
-        if not isinstance(ident, Call) or ident.site == local:
-            return
-        hint = (
-            f"the scope sends identity to {ident.site}, so the token was validated by "
-            f"{ident.site}'s Keystone, which does not know tokens issued at {local}; "
-            f"to keep identity at {local}, add 'identity: {local}' to the scope"
-        )
-        if answer.shortfall is not None:
-            why = f"{answer.shortfall.why}; {hint}" if answer.shortfall.why else hint
-            answer.shortfall = replace(answer.shortfall, why=why)
-            return
-        if answer.status != 401:
-            return
-        try:
-            data = orjson.loads(answer.body or b"")
-        except orjson.JSONDecodeError:
-            data = None
-        error = data.get("error") if isinstance(data, dict) else None
-        said = error.get("message") if isinstance(error, dict) else None
-        message = f"{said} ({hint})" if isinstance(said, str) else hint
-        answer.discard()  # an unread body: replaced
-        answer.body = error_body(401, message)
-        answer.headers = [(k, v) for k, v in answer.headers if k != "content-type"]
-        answer.headers.append(("content-type", "application/json"))
+        return ident.site if isinstance(ident, Call) and ident.site != local else None
 
     def _plan(self, scope: Scope, text: str | None, service: str) -> tuple[Node, str, int]:
         try:

@@ -4,7 +4,10 @@ and the wording of every error the plan's evaluation ran into."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
+
+import orjson
 
 from .answer import Answer, Shortfall, SiteReport, Verdict
 from .carry import SCOPE_HEADER, SITES_HEADER
@@ -82,6 +85,34 @@ def respond(answer: Answer, applied: str, req: Request, listing: Listing | None)
     headers = _clean(answer.headers, frozenset({"content-length"}))
     headers.append(("content-length", str(len(body))))
     return Response(answer.status, headers + extra, body)
+
+
+def say_why_refused(answer: Answer, identity: str, local: str) -> None:
+    """A 401 because the scope sent the token's validation to ``identity``,
+    whose Keystone does not know a token issued at ``local``: say so, in the
+    single answer's message or in the ``&`` report, instead of a bare
+    "requires authentication"."""
+    hint = (
+        f"the scope sends identity to {identity}, so the token was validated by "
+        f"{identity}'s Keystone, which does not know tokens issued at {local}; "
+        f"to keep identity at {local}, add 'identity: {local}' to the scope"
+    )
+    if answer.shortfall is not None:
+        why = f"{answer.shortfall.why}; {hint}" if answer.shortfall.why else hint
+        answer.shortfall = replace(answer.shortfall, why=why)
+        return
+    if answer.status != 401:
+        return
+    try:
+        data = orjson.loads(answer.body or b"")
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    said = error.get("message") if isinstance(error, dict) else None
+    answer.discard()  # an unread body: replaced
+    answer.body = error_body(401, f"{said} ({hint})" if isinstance(said, str) else hint)
+    answer.headers = [(k, v) for k, v in answer.headers if k != "content-type"]
+    answer.headers.append(("content-type", "application/json"))
 
 
 def shortfall_body(status: int, why: Shortfall, reports: Sequence[SiteReport]) -> bytes:

@@ -349,7 +349,7 @@ def _fold(group: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]
                 else link
                 for link in links
             ]
-    status = _aggregate([i.get("status") for _, i in group])
+    status = _aggregate([_status(i) for _, i in group])
     if status is not None:
         item["status"] = status
     item[SITES_KEY] = ids
