@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import NamedTuple
 
 from scoped_grammar import Scope, Site, canonical, parse
@@ -191,6 +192,7 @@ class FederatedTokens:
         return reply
 
 
+@lru_cache(maxsize=4096)
 def identity_at(scope_text: str, site: str) -> str:
     """``scope_text`` with identity at ``site``: a token of that site's
     Keystone is validated there."""

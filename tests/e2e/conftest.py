@@ -7,6 +7,7 @@ left as it was found).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -58,6 +59,18 @@ class Lab:
         url = config["sites"][site]["endpoints"]["compute"]
         parts = urlsplit(url)
         return f"{parts.scheme}://{parts.netloc}" if parts.path.startswith("/compute") else None
+
+
+def pattern_file(path: Path, size: int, algorithm: str) -> str:
+    """Write ``size`` bytes of a repeating pattern to ``path`` (an image for
+    an upload); the hex digest of what was written."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    block = bytes(range(256)) * 4096
+    with path.open("wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _running(lab: Lab) -> bool:

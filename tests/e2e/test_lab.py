@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Lab
+from .conftest import Lab, pattern_file
 
 pytestmark = pytest.mark.e2e
 
@@ -135,12 +135,7 @@ def test_an_outage_drill(lab: Lab) -> None:
 def test_a_100_mib_image_goes_to_denver_through_berlin_and_back(lab: Lab, tmp_path: Path) -> None:
     size = 100 * 1024 * 1024
     src = tmp_path / "big.img"
-    digest = hashlib.sha256()
-    with src.open("wb") as f:
-        block = bytes(range(256)) * 4096
-        for _ in range(size // len(block)):
-            f.write(block)
-            digest.update(block)
+    digest = pattern_file(src, size, "sha256")
     scope = ("--os-scope", "<glance: Denver>")
     name = f"big-{os.getpid()}"
     created = lab.openstack(
@@ -158,7 +153,7 @@ def test_a_100_mib_image_goes_to_denver_through_berlin_and_back(lab: Lab, tmp_pa
         saved = lab.openstack("image", "save", image_id, "--file", str(back), *scope, timeout=900)
         assert saved.returncode == 0, saved.stderr
         got = hashlib.sha256(back.read_bytes()).hexdigest()
-        assert got == digest.hexdigest()
+        assert got == digest
     finally:
         lab.openstack("image", "delete", image_id, *scope)
 

@@ -5,7 +5,6 @@ cloud, no scope) and cleaned up so that nothing is left behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 
 from scoped.handles import read_handle
 
-from .conftest import Lab
+from .conftest import Lab, pattern_file
 
 pytestmark = pytest.mark.e2e
 
@@ -127,12 +126,7 @@ def test_an_image_replicated_to_three_sites_then_deleted_everywhere(
 ) -> None:
     size = 300 * 1024 * 1024
     src = tmp_path / "debian.img"
-    digest = hashlib.md5(usedforsecurity=False)
-    block = bytes(range(256)) * 4096
-    with src.open("wb") as f:
-        for _ in range(size // len(block)):
-            f.write(block)
-            digest.update(block)
+    checksum = pattern_file(src, size, "md5")
     scope = ("--os-scope", "<glance: Berlin&Denver&Paris>")
     created = lab.openstack(
         "image", "create", f"debian-{os.getpid()}", "--file", str(src), "--disk-format", "raw",
@@ -146,7 +140,7 @@ def test_an_image_replicated_to_three_sites_then_deleted_everywhere(
             at_site = shown(lab, "image", image_id, site)  # the same ID at every site
             assert at_site is not None, f"no replica at {site}"
             assert at_site["status"] == "active"
-            assert at_site["checksum"] == digest.hexdigest()
+            assert at_site["checksum"] == checksum
             assert at_site["size"] == size
     finally:
         gone = lab.openstack("image", "delete", image_id, *scope)

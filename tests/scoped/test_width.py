@@ -46,6 +46,13 @@ def get(gw: Gateway, scope: str) -> Response:
     return asyncio.run(gw.handle(req))
 
 
+def create_server(gw: Gateway, scope: str) -> Response:
+    headers = (("x-auth-token", "t"), ("x-scope", scope))
+    body = Body(b'{"server": {"name": "vm"}}')
+    req = Request("POST", "compute", "/v2.1/servers", "", headers, "http://gw/compute", body)
+    return asyncio.run(gw.handle(req))
+
+
 def sites_header(resp: Response) -> str:
     return dict(resp.headers)["x-scope-sites"]
 
@@ -121,10 +128,7 @@ def test_a_create_too_wide_for_a_handle_is_refused_before_anything_is_sent() -> 
     gw = gateway(set())
     upstream = gw.upstream
     assert isinstance(upstream, MemoryUpstream)
-    headers = (("x-auth-token", "t"), ("x-scope", "<nova: *>"))
-    body = Body(b'{"server": {"name": "vm"}}')
-    req = Request("POST", "compute", "/v2.1/servers", "", headers, "http://gw/compute", body)
-    resp = asyncio.run(gw.handle(req))
+    resp = create_server(gw, "<nova: *>")
     assert resp.status == 400
     assert isinstance(resp.body, bytes)
     assert "at most 64 sites per create" in orjson.loads(resp.body)["error"]["message"]
@@ -147,10 +151,7 @@ def test_a_create_whose_ids_make_too_long_a_handle_is_undone() -> None:
     gw = gateway(set(SITES) - set(sites))
     assert isinstance(gw.upstream, MemoryUpstream)
     gw.upstream.handlers.update({origin(s): nova for s in sites})
-    headers = (("x-auth-token", "t"), ("x-scope", "<nova: " + "&".join(sites) + ">"))
-    body = Body(b'{"server": {"name": "vm"}}')
-    req = Request("POST", "compute", "/v2.1/servers", "", headers, "http://gw/compute", body)
-    resp = asyncio.run(gw.handle(req))
+    resp = create_server(gw, "<nova: " + "&".join(sites) + ">")
     assert resp.status == 502
     assert isinstance(resp.body, bytes)
     assert "could not be answered" in orjson.loads(resp.body)["error"]["message"]
