@@ -85,13 +85,18 @@ class SiteTokens:
     federations whose Keystones agree on IDs. ``federated``: the site gets a
     token of its own Keystone for the user, obtained by Keystone-to-Keystone
     federation from the issuing Keystone (this site's), scoped to
-    ``project_name`` there."""
+    ``project_name`` there: by default the project of the user's own token,
+    by name, as a federation that keeps one project per tenant at every site
+    names it (its ID differs per site)."""
 
     mode: str = "origin"
     service_provider: str | None = None
     """The site's service provider ID at this site's Keystone (default: its name)."""
     project_name: str | None = None
-    project_domain_name: str = "Default"
+    """The project there (default: the name of the user's project here)."""
+    project_domain_name: str | None = None
+    """Its domain (default: ``Default`` with ``project_name``, else the
+    domain of the user's project here)."""
 
     @property
     def federated(self) -> bool:
@@ -290,9 +295,10 @@ def _tokens(at: _Where, value: Any, key: str) -> SiteTokens:
     mode = data.get("mode", "origin")
     if mode not in TOKEN_MODES:
         raise at.error(f"{key}.mode", " or ".join(TOKEN_MODES), mode)
-    if mode == "federated" and "project_name" not in data:
+    if "project_domain_name" in data and "project_name" not in data:
         raise at.error(
-            f"{key}.project_name", "the project a federated token is scoped to at this site"
+            f"{key}.project_name",
+            "a project name with project_domain_name (or neither: the user's own project)",
         )
     return SiteTokens(**{k: data[k] for k in _TOKEN_KEYS if k in data})
 

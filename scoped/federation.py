@@ -123,25 +123,24 @@ class Federation:
         sp = conf.service_provider or site
         session = ks_session.Session(timeout=self.timeout)
         try:
-            home = v3_access.AccessInfoPlugin(self._read(session, user_token), self.home_auth_url)
+            ref = self._read(session, user_token)
+            home = v3_access.AccessInfoPlugin(ref, self.home_auth_url)
             if home.get_sp_auth_url(session, sp) is None:
                 raise IdentityError(
                     f"{self.local}'s Keystone has no service provider {sp!r}, so it cannot "
                     f"vouch for this user at {site} (register it there: openstack service "
                     f"provider create {sp} --auth-url ... --service-provider-url ...)"
                 )
-            k2k = v3.Keystone2Keystone(
-                home,
-                sp,
-                project_name=conf.project_name,
-                project_domain_name=conf.project_domain_name,
-            )
+            project, domain = _project_at(conf, ref)
+            k2k = v3.Keystone2Keystone(home, sp, project_name=project, project_domain_name=domain)
             access = k2k.get_access(session)
         except ks_exceptions.ClientException as err:
+            project = (
+                f"project {conf.project_name!r}" if conf.project_name else "the user's own project"
+            )
             raise IdentityError(
                 f"cannot get a token of {site} for this user from {self.local}'s Keystone "
-                f"(Keystone-to-Keystone, service provider {sp!r}, project "
-                f"{conf.project_name!r}): {err}"
+                f"(Keystone-to-Keystone, service provider {sp!r}, {project}): {err}"
             ) from None
         expires = access.expires
         token = access.auth_token
@@ -173,3 +172,11 @@ class Federation:
                 "(Keystone asserts the user's project); this one is not"
             )
         return auth_ref
+
+
+def _project_at(conf: SiteTokens, ref: ks_access.AccessInfo) -> tuple[str | None, str | None]:
+    """The project (name, domain name) the site token is scoped to: the
+    configured one, else the user's own project by name."""
+    if conf.project_name is not None:
+        return conf.project_name, conf.project_domain_name or "Default"
+    return ref.project_name, ref.project_domain_name

@@ -316,10 +316,11 @@ def _token_scope(req: Request) -> str | None:
 
 def _federation(config: Config) -> Federation | None:
     """Keystone-to-Keystone exchanges for the sites configured ``federated``,
-    from this site's Keystone (its ``identity`` backend)."""
+    from this site's Keystone: its ``identity`` backend, or (the WSGI filter,
+    which has no backends) this site's own identity endpoint."""
     if not any(s.tokens.federated for n, s in config.sites.items() if n != config.site):
         return None
-    identity = config.backends.get("identity")
+    identity = config.backends.get("identity") or config.local.endpoints.get("identity")
     if identity is None:
         raise ConfigError(
             f"{config.source}: backends.identity: expected this site's Keystone "

@@ -72,6 +72,12 @@ def test_the_design_example_loads(tmp_path: Path) -> None:
         ("timeouts", {"connect": -1}, ["timeouts.connect", ">= 0.001"]),
         ("limits", {"max_fanout": "many"}, ["limits.max_fanout", "a number"]),
         ("extra", 1, ["extra: unknown key"]),
+        ("sites.Denver.tokens", {"mode": "shared"}, ["sites.Denver.tokens.mode", "origin or"]),
+        (
+            "sites.Denver.tokens",
+            {"mode": "federated", "project_domain_name": "Default"},
+            ["sites.Denver.tokens.project_name", "or neither: the user's own project"],
+        ),
     ],
 )
 def test_errors_name_the_file_and_key(path: str, value: Any, fragments: list[str]) -> None:

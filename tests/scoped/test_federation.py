@@ -56,7 +56,8 @@ class Compute:
 
 def gateway(ks: dict[str, Keystone], **tokens: Any) -> tuple[Gateway, dict[str, Compute]]:
     computes = {s: Compute(ks[s]) for s in SITES}
-    remote = {"mode": "federated", "project_name": "demo", **tokens}
+    given = {"mode": "federated", "project_name": "demo", **tokens}
+    remote = {k: v for k, v in given.items() if v is not None}
     data: dict[str, Any] = {
         "site": "Berlin",
         "backends": {"compute": f"{origin('Berlin')}/compute", "identity": ks["Berlin"].url},
@@ -171,6 +172,46 @@ def test_a_site_that_is_no_service_provider_is_named_with_what_is_missing(
     message = body(resp)["error"]["message"]
     assert "Paris" in message and "no service provider 'Paris'" in message
     assert computes["Paris"].tokens == [], "nothing was sent to Paris"
+
+
+def test_with_no_project_configured_a_site_token_is_for_the_users_own_project(
+    ks: dict[str, Keystone],
+) -> None:
+    for k in ks.values():
+        k.project("ops")
+    gw, computes = gateway(ks, project_name=None)
+    resp = get(gw, ks["Berlin"].issue("alice", project="ops"), "<nova: Denver>")
+    assert resp.status == 200, resp.body
+    [sent] = computes["Denver"].tokens
+    token = ks["Denver"].valid(strip(sent))
+    assert token is not None
+    # Denver's own project of that name: an ID of its own.
+    assert token.project == {"id": ks["Denver"].projects["ops"], "name": "ops"}
+    assert ks["Denver"].projects["ops"] != ks["Berlin"].projects["ops"]
+
+
+def test_the_filter_gets_site_tokens_from_its_own_identity_endpoint(
+    ks: dict[str, Keystone],
+) -> None:
+    """The WSGI filter has no backends: this site's Keystone is its own
+    identity endpoint in the registry."""
+    computes = {s: Compute(ks[s]) for s in SITES}
+    data: dict[str, Any] = {
+        "site": "Berlin",
+        "sites": {
+            "Berlin": {"endpoints": {"identity": ks["Berlin"].url}},
+            "Denver": {
+                "endpoints": {"compute": f"{origin('Denver')}/compute"},
+                "tokens": {"mode": "federated"},
+            },
+        },
+    }
+    upstream = MemoryUpstream({origin(s): c for s, c in computes.items()})
+    gw = Gateway(parse_config(data, "<test>"), upstream)
+    resp = get(gw, ks["Berlin"].issue("alice"), "<nova: Denver>")
+    assert resp.status == 200, resp.body
+    [sent] = computes["Denver"].tokens
+    assert ks["Denver"].valid(strip(sent)) is not None
 
 
 def test_federated_sites_need_this_sites_keystone() -> None:
