@@ -113,6 +113,37 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS where a request crosses a site boundary (the front door issue).
+
+    ``cert``/``key``: this gateway's certificate (PEM) and its private key,
+    both or neither. Given, the gateway serves HTTPS (``scoped gateway``
+    under uvicorn) and presents the same certificate as its client
+    certificate to ``https://`` sites (mutual TLS), and it honours the hop
+    header only from a peer whose verified certificate names a site of the
+    registry (docs/design.md §4). ``ca``: the federation's CA bundle; it
+    alone verifies ``https://`` sites (not the system's CAs: only the
+    federation is trusted) and the client certificates of peers. Required
+    with ``cert``: a gateway that could verify no peer could never take a
+    forwarded request. ``require_client_cert``: every connection must
+    present a certificate of the federation CA (a listener for gateways
+    only); by default a certificate is asked for but optional, so users'
+    clients without one still connect, as plain clients. Paths are read as
+    given (relative ones from the working directory), at start: a change
+    takes a restart."""
+
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    require_client_cert: bool = False
+
+    @property
+    def serving(self) -> bool:
+        """Whether this gateway serves HTTPS (and so checks who sends a hop)."""
+        return self.cert is not None
+
+
+@dataclass(frozen=True)
 class Config:
     site: str
     sites: Mapping[str, SiteConfig]
@@ -123,6 +154,7 @@ class Config:
     catalog_refresh: float = 300.0
     """Seconds between refreshes of the catalogs of sites given with ``auth:``."""
     source: str = "<config>"
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def site_names(self) -> tuple[str, ...]:
@@ -133,7 +165,17 @@ class Config:
         return self.sites[self.site]
 
 
-_TOP_KEYS = ("site", "sites", "backends", "timeouts", "limits", "circuit", "retries", "catalog")
+_TOP_KEYS = (
+    "site",
+    "sites",
+    "backends",
+    "timeouts",
+    "limits",
+    "circuit",
+    "retries",
+    "catalog",
+    "tls",
+)
 _SITE_KEYS = ("endpoints", "auth", "timeouts", "tokens")
 _TOKEN_KEYS = ("mode", "service_provider", "project_name", "project_domain_name")
 TOKEN_MODES = ("origin", "federated")
@@ -199,7 +241,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     refresh = at.number(catalog.get("refresh", 300.0), "catalog.refresh", 1.0)
     if retries.attempts < 1:
         raise at.error("retries.attempts", "at least 1 (1: no retry)", retries.attempts)
-    return Config(site, sites, backends, limits, circuit, retries, refresh, source)
+    tls = _tls(at, top.get("tls"))
+    return Config(site, sites, backends, limits, circuit, retries, refresh, source, tls)
 
 
 class _Where:
@@ -342,3 +385,40 @@ def _limits(at: _Where, value: Any) -> Limits:
     at.only(data, "limits", names)
     values = {n: int(at.number(data[n], f"limits.{n}", 1)) for n in names if n in data}
     return Limits(**values)
+
+
+# -- tls: the gateway's certificate and the federation's CA (docs/design.md §8) --
+
+_TLS_KEYS = ("cert", "key", "ca", "require_client_cert")
+
+
+def _tls(at: _Where, value: Any) -> TlsSettings:
+    if value is None:
+        return TlsSettings()
+    data = at.mapping(value, "tls", "a mapping with 'cert', 'key', 'ca' (PEM file paths)")
+    at.only(data, "tls", _TLS_KEYS)
+    paths: dict[str, str] = {}
+    for name in ("cert", "key", "ca"):
+        if name in data:
+            paths[name] = at.string(data[name], f"tls.{name}", "the path of a PEM file")
+    require = data.get("require_client_cert", False)
+    if not isinstance(require, bool):
+        raise at.error("tls.require_client_cert", "true or false", require)
+    if ("cert" in paths) != ("key" in paths):
+        given, missing = ("cert", "key") if "cert" in paths else ("key", "cert")
+        raise at.error(
+            f"tls.{missing}", f"the {missing} file too: tls.{given} and tls.{missing} go together"
+        )
+    if "cert" in paths and "ca" not in paths:
+        raise at.error(
+            "tls.ca",
+            "the federation's CA bundle (a gateway serving HTTPS honours a forwarded "
+            "request only from a peer whose certificate it verifies against it)",
+        )
+    if require and "cert" not in paths:
+        raise at.error(
+            "tls.require_client_cert",
+            "tls.cert and tls.key too (client certificates are asked for only over HTTPS)",
+            require,
+        )
+    return TlsSettings(**paths, require_client_cert=require)

@@ -40,6 +40,7 @@ from .plan import Call, Node, node_json, plan_scope
 from .policies import policy_stack
 from .respond import respond, say_why_refused, scope_headers
 from .sites import Registry
+from .tls import client_context, hop_refusal
 from .upstream import HttpUpstream, Upstream
 
 log = logging.getLogger("scoped.gateway")
@@ -57,8 +58,12 @@ class Gateway:
     def __init__(self, config: Config, upstream: Upstream | None = None) -> None:
         self.config = config
         self.registry = Registry(config)
-        self.upstream: Upstream = upstream or HttpUpstream(config.limits.max_concurrency)
         self.metrics = Metrics()
+        self.upstream: Upstream = upstream or HttpUpstream(
+            config.limits.max_concurrency,
+            client_context(config.tls, config.source),
+            self.metrics.tls_handshakes.inc,
+        )
         self.circuits = Circuits(config.site_names, config.circuit, self._circuit_changed)
         for name in config.site_names:
             self.metrics.circuit_state.labels(name).set(0)
@@ -74,6 +79,8 @@ class Gateway:
             lambda failed, to: self.metrics.failovers.labels(failed, to).inc(),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._check_hop = config.tls.serving
+        """Over HTTPS, the hop is honoured only from a site's certificate."""
 
     def _circuit_changed(self, site: str, state: State) -> None:
         self.metrics.circuit_state.labels(site).set(state.value)
@@ -138,7 +145,7 @@ class Gateway:
         try:
             hop = req.header(HOP_HEADER)
             if hop is not None:
-                node, width = self._hop_node(hop), 1
+                node, width = self._hop_node(hop, req), 1
                 applied = req.header(SCOPE_HEADER) or applied
             else:
                 scope, text = self._scope(req)
@@ -176,8 +183,15 @@ class Gateway:
             _log_request(req, resp, applied, node, answer, started)
         return resp
 
-    def _hop_node(self, hop: str) -> Node:
+    def _hop_node(self, hop: str, req: Request) -> Node:
+        """A request another site forwarded: served here, never planned again,
+        if it comes from a site (over HTTPS: its certificate says so, §4)."""
         parsed = parse_hop(hop)
+        refused = hop_refusal(
+            req.peer, parsed[0] if parsed else None, self.registry.names, self._check_hop
+        )
+        if refused is not None:
+            raise GatewayError(403, refused)
         if parsed is None:
             raise GatewayError(400, f"the {HOP_HEADER} header must be ORIGIN>TARGET")
         _origin, target = parsed

@@ -16,6 +16,7 @@ No pipelining: one exchange at a time per connection.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import cast
@@ -56,6 +57,8 @@ class Connection(asyncio.Protocol):
         self.loop = loop
         self.origin = origin
         self.transport: asyncio.Transport | None = None
+        self.tls: ssl.SSLObject | None = None
+        """A new TLS connection's, until the pool keeps its session."""
         self.closed = False
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None

@@ -11,12 +11,15 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from scoped_grammar import Scope
 
 from .errors import BodyTooLarge
+
+if TYPE_CHECKING:
+    from .tls import Peer
 
 __all__ = [
     "HOP_BY_HOP",
@@ -171,6 +174,10 @@ class Request:
     url_prefix: str = ""
     """``/scope/<scope>`` when the request came through a scoped URL: part of
     ``entry_url``, kept on the links and catalogs the client gets back."""
+    peer: Peer | None = None
+    """Who sent it, as the front end's server verified the connection (TLS,
+    the client certificate's subject); None when the front end cannot tell.
+    Decides whether a hop mark is honoured (:func:`scoped.tls.hop_refusal`)."""
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)
@@ -251,6 +258,7 @@ def new_request_id() -> str:
 
 TITLES = {
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     413: "Request Entity Too Large",
     421: "Misdirected Request",

@@ -109,8 +109,20 @@ class Metrics:
         self.fanout = Spread(
             "scoped_fanout_width", "Sites a request was planned to reach.", [], _WIDTH_BUCKETS
         )
+        self.tls_handshakes = Tally(
+            "scoped_upstream_tls_handshakes",
+            "TLS handshakes of new connections to sites: full, or resumed (a session kept "
+            "from an earlier connection to the same origin).",
+            ["kind"],
+        )
         self.registry.register(
-            _Collector(self.requests, self.upstream, self.upstream_seconds, self.fanout)
+            _Collector(
+                self.requests,
+                self.upstream,
+                self.upstream_seconds,
+                self.fanout,
+                self.tls_handshakes,
+            )
         )
         self.failovers = Counter(
             "scoped_failovers",

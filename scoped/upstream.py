@@ -17,15 +17,16 @@ import asyncio
 import errno
 import socket
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from .config import Timeouts
+from .config import Timeouts, TlsSettings
 from .errors import BodyTooLarge, CallError, Failure, Refused, Reset, TimedOut
 from .h1 import Connection, ConnectionBroken
 from .http import IDEMPOTENT, content_length
+from .tls import RESUME, client_context
 
 __all__ = ["Failure", "HttpUpstream", "Reply", "Upstream"]
 
@@ -73,6 +74,8 @@ class _Origin:
     host_header: str
     tls: bool
     idle: list[Connection] = field(default_factory=list)
+    session: ssl.SSLSession | None = None
+    """The TLS session of the last new connection, offered by the next one."""
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -195,12 +198,25 @@ class _Reply:
 
 
 class HttpUpstream:
-    """The process's upstream client: pooled keep-alive connections to every site."""
+    """The process's upstream client: pooled keep-alive connections to every site.
 
-    def __init__(self, max_concurrency: int = 1024) -> None:
+    ``tls`` verifies ``https://`` sites (and may present a client
+    certificate): :func:`scoped.tls.client_context` makes it from the
+    config; without one, the system's CAs. A new TLS connection offers the
+    session of the origin's last one (:class:`scoped.tls.ResumingContext`);
+    ``on_handshake`` hears ``"full"`` or ``"resumed"`` for each.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int = 1024,
+        tls: ssl.SSLContext | None = None,
+        on_handshake: Callable[[str], None] | None = None,
+    ) -> None:
         self._limit = asyncio.Semaphore(max_concurrency)
         self._origins: dict[str, _Origin] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
+        self._on_handshake = on_handshake
         self._closed = False
         self._checks: set[asyncio.Task[None]] = set()
 
@@ -322,25 +338,45 @@ class HttpUpstream:
 
     async def _connect(self, origin: _Origin, timeout: float) -> Connection:
         loop = asyncio.get_running_loop()
-        tls = None
-        if origin.tls:
-            if self._tls is None:
-                # The system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured).
-                self._tls = ssl.create_default_context()
-            tls = self._tls
+        if not origin.tls:
+            try:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: Connection(loop, origin.key), origin.host, origin.port
+                    ),
+                    timeout,
+                )
+            except (asyncio.TimeoutError, OSError) as err:
+                raise _connect_failure(err) from None
+            return conn
+        return await self._connect_tls(origin, timeout)
+
+    async def _connect_tls(self, origin: _Origin, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        if self._tls is None:
+            # The system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured).
+            self._tls = client_context(TlsSettings())
+        offered = RESUME.set(origin)  # the session wrap_bio offers (scoped.tls)
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: Connection(loop, origin.key),
                     origin.host,
                     origin.port,
-                    ssl=tls,
-                    server_hostname=origin.host if tls else None,
+                    ssl=self._tls,
+                    server_hostname=origin.host,
                 ),
                 timeout,
             )
         except (asyncio.TimeoutError, OSError) as err:
-            raise _connect_failure(err) from None
+            raise _connect_failure(err, origin.host_header) from None
+        finally:
+            RESUME.reset(offered)
+        tls = conn.transport.get_extra_info("ssl_object") if conn.transport else None
+        if tls is not None:
+            conn.tls = tls
+            if self._on_handshake is not None:
+                self._on_handshake("resumed" if tls.session_reused else "full")
         return conn
 
     def release(self, conn: Connection) -> None:
@@ -348,6 +384,11 @@ class HttpUpstream:
         if conn.closed:
             return
         origin = self._origins.get(conn.origin)
+        if conn.tls is not None and origin is not None:
+            # Kept once an answer was read: a TLS 1.3 server sends its
+            # session tickets after the handshake, with the first answer.
+            origin.session = conn.tls.session
+            conn.tls = None
         if self._closed or origin is None or len(origin.idle) >= MAX_IDLE:
             conn.close()
         else:
@@ -363,14 +404,19 @@ class HttpUpstream:
             origin.idle.clear()
 
 
-def _connect_failure(err: BaseException) -> Failure:
+def _connect_failure(err: BaseException, where: str = "") -> Failure:
     """What a failed connect says: nothing was sent."""
     if isinstance(err, asyncio.TimeoutError):
         return TimedOut("no connection within the connect timeout")
     if isinstance(err, socket.gaierror):
         return CallError(f"name resolution failed ({err})")
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return CallError(
+            f"TLS: the certificate of {where} is not trusted here ({err.verify_message}); "
+            "sites are verified against this gateway's tls.ca, the federation's CA bundle"
+        )
     if isinstance(err, ssl.SSLError):
-        return CallError(f"TLS handshake failed ({err})")
+        return CallError(f"TLS handshake with {where} failed ({err.reason or err})")
     if isinstance(err, OSError) and err.errno == errno.ECONNREFUSED:
         return Refused("connection refused")
     return CallError(str(err))

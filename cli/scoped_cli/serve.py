@@ -6,14 +6,18 @@ knows none of them, and an install without granian still runs the default.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
 import resource
+import ssl
 from types import ModuleType
+from typing import Any
 
-from scoped.config import Config
-from scoped.errors import ScopedError
+from scoped.config import Config, TlsSettings
+from scoped.errors import ConfigError, ScopedError
+from scoped.tls import client_cert_mode, server_context
 from scoped.tuning import tune_gc
 
 SERVERS = ("uvicorn", "granian", "aiohttp")
@@ -72,6 +76,13 @@ def serve(
     server: str, config: Config, config_file: str, host: str, port: int, log_level: str
 ) -> None:
     """Serve ``config``'s gateway on ``host:port`` until stopped."""
+    if config.tls.serving and server != "uvicorn":
+        raise ConfigError(
+            f"{config.source}: tls.cert: HTTPS is served with --server uvicorn only "
+            f"(--server {server} would not tell the gateway which site a peer's "
+            "certificate names, so no forwarded request could be honoured)"
+        )
+    server_context(config.tls, config.source)  # a bad file is an error now, not a traceback
     raise_open_files_limit()
     if server == "granian":
         granian = _import(server, "granian")
@@ -118,7 +129,107 @@ def serve(
         server_header=False,
         proxy_headers=False,
         date_header=False,
+        **uvicorn_tls(config.tls),
     )
+
+
+def uvicorn_tls(tls: TlsSettings) -> dict[str, Any]:
+    """uvicorn's options for ``tls``: its certificate, the federation CA to
+    verify client certificates (asked for; required with
+    ``require_client_cert``), and the HTTP protocol that hands the verified
+    peer to the app. Nothing for plain HTTP. The files are read when the
+    server starts: new ones take a restart (docs/design.md §8)."""
+    if not tls.serving:
+        return {}
+    return {
+        "ssl_certfile": tls.cert,
+        "ssl_keyfile": tls.key,
+        "ssl_ca_certs": tls.ca,
+        "ssl_cert_reqs": client_cert_mode(tls),
+        "http": tls_protocol(),
+    }
+
+
+def tls_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, adding the ASGI TLS extension
+    (``scope["extensions"]["tls"]``) that uvicorn leaves out: the subject of
+    the client certificate its SSL context verified, so the gateway can tell
+    a peer site from a client. Computed once per connection (after the
+    handshake, when uvicorn's protocol is connected); each request's scope
+    gets the same dict."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+
+    class TlsHttpToolsProtocol(HttpToolsProtocol):
+        tls_extension: dict[object, object] | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.tls_extension = tls_extension(ssl_object)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self.tls_extension is not None:
+                self.scope["extensions"] = {"tls": self.tls_extension}
+
+    return TlsHttpToolsProtocol
+
+
+def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[object, object]:
+    """The ASGI TLS extension of a connection whose handshake is done.
+
+    ``getpeercert()`` gives a subject only for a certificate the context
+    verified (against ``tls.ca``); one that fails verification fails the
+    handshake, so ``client_cert_error`` stays None."""
+    cert = ssl_object.getpeercert()
+    subject = cert.get("subject") if cert else None
+    der = ssl_object.getpeercert(binary_form=True)
+    return {
+        "server_cert": None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": rfc4514(subject) if subject else None,
+        "client_cert_error": None,
+        "tls_version": None,
+        "cipher_suite": None,
+    }
+
+
+_SHORT_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
+def rfc4514(subject: Any) -> str:
+    """``getpeercert()``'s subject (RDNs, most general first) as an RFC 4514
+    string (most specific first, values escaped), as the ASGI TLS extension
+    has it: ``((("organizationName", "scoped"),), (("commonName", "Berlin"),))``
+    -> ``CN=Berlin,O=scoped``."""
+    rdns = []
+    for rdn in reversed(subject):
+        rdns.append("+".join(f"{_SHORT_NAMES.get(k, k)}={_escape(v)}" for k, v in rdn))
+    return ",".join(rdns)
+
+
+def _escape(value: str) -> str:
+    out = []
+    last = len(value) - 1
+    for i, ch in enumerate(value):
+        if ch in '"+,;<>\\' or (i == 0 and ch in "# ") or (i == last and ch == " "):
+            out.append("\\" + ch)
+        elif ch == "\0":
+            out.append("\\00")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def log_to_stderr(level: str) -> None:

@@ -16,6 +16,7 @@ from scoped.config import Config
 from scoped.errors import ClientDisconnected, Failure
 from scoped.gateway import Gateway
 from scoped.http import SMALL_BODY, Body, Request, Response, content_length, header
+from scoped.tls import NO_PEER, Peer
 from scoped.urlscope import split_scope_path
 
 LOG = logging.getLogger("scoped.gateway")
@@ -75,8 +76,28 @@ class GatewayApp:
             body=body,
             url_scope=url_scope,
             url_prefix=url_prefix,
+            peer=_peer(scope),
         )
         await _send(send, await self.gateway.handle(req))
+
+
+_HTTPS_NO_CERT = Peer(tls=True)
+
+
+def _peer(scope: Scope) -> Peer:
+    """The connection's verified client certificate, from the ASGI TLS
+    extension (``scope["extensions"]["tls"]``; ``scoped gateway`` adds it
+    under uvicorn, which does not): its subject if the server verified it.
+    Whether that makes a forwarded request honoured is the core's decision
+    (:func:`scoped.tls.hop_refusal`)."""
+    extensions = scope.get("extensions")
+    tls = extensions.get("tls") if extensions else None
+    if tls is None:
+        return _HTTPS_NO_CERT if scope.get("scheme") == "https" else NO_PEER
+    subject = tls.get("client_cert_name")
+    if not subject or tls.get("client_cert_error"):
+        return _HTTPS_NO_CERT
+    return Peer(tls=True, subject=subject)
 
 
 async def _body(headers: tuple[tuple[str, str], ...], receive: Receive) -> Body:

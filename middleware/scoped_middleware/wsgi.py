@@ -46,6 +46,7 @@ from scoped.errors import ConfigError
 from scoped.gateway import EMPTY, Gateway, applied_scope
 from scoped.http import SMALL_BODY, Body, Request, Response, error_response
 from scoped.respond import scope_headers
+from scoped.tls import client_context
 from scoped.upstream import HttpUpstream
 
 from .bridge import LoopThread, Worker, current_loop_thread, loop_thread, stop_loop_thread
@@ -154,6 +155,7 @@ class ScopedFilter:
         self.applied = applied_scope(EMPTY, self.local)
         self._state: tuple[LoopThread, Gateway] | None = None
         self._lock = threading.Lock()
+        client_context(self.config.tls, self.config.source)  # a bad file fails now
         Gateway(self.config, SiteUpstream(app, HttpUpstream(1)))  # fails now, not later
         _FILTERS.add(self)
 
@@ -169,7 +171,10 @@ class ScopedFilter:
             if state is None or state[0] is not lt:
                 # A new process (fork) or loop: a gateway whose client
                 # belongs to this loop.
-                remote = HttpUpstream(self.config.limits.max_concurrency)
+                remote = HttpUpstream(
+                    self.config.limits.max_concurrency,
+                    client_context(self.config.tls, self.config.source),
+                )
                 gateway = Gateway(self.config, SiteUpstream(self.app, remote))
                 # Its background work (health probes, catalog discovery) runs
                 # on this process's loop, like everything else.
