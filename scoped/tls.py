@@ -111,12 +111,10 @@ def client_cert_mode(settings: TlsSettings) -> ssl.VerifyMode:
 
 def _load_chain(ctx: ssl.SSLContext, settings: TlsSettings, source: str) -> None:
     assert settings.cert is not None and settings.key is not None
+    for key, path in (("tls.cert", settings.cert), ("tls.key", settings.key)):
+        _readable(source, key, path)  # OpenSSL's error would not say which file
     try:
         ctx.load_cert_chain(settings.cert, settings.key)
-    except FileNotFoundError as err:
-        which = "tls.cert" if err.filename in (None, settings.cert) else "tls.key"
-        path = settings.cert if which == "tls.cert" else settings.key
-        raise ConfigError(f"{source}: {which}: cannot read {path!r} ({err.strerror})") from None
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(
             f"{source}: tls.cert, tls.key: expected a PEM certificate ({settings.cert!r}) "
@@ -124,11 +122,18 @@ def _load_chain(ctx: ssl.SSLContext, settings: TlsSettings, source: str) -> None
         ) from None
 
 
+def _readable(source: str, key: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{source}: {key}: cannot read {path!r} ({err.strerror})") from None
+
+
 def _load(source: str, key: str, expected: str, load: Any, path: str) -> None:
+    _readable(source, key, path)
     try:
         load(path)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{source}: {key}: cannot read {path!r} ({err.strerror})") from None
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(
             f"{source}: {key}: expected {expected}, {path!r} is not one ({_reason(err)})"

@@ -282,6 +282,14 @@ class HttpUpstream:
                     and method in IDEMPOTENT
                 ):
                     continue
+                if fresh and origin.tls and not err.answered and not err.timed_out:
+                    # TLS 1.3 ends the client's side of the handshake before
+                    # the server checks its certificate: a refused one is a
+                    # connection closed unanswered (asyncio drops the alert).
+                    err.detail += (
+                        " (a new TLS connection: if the site requires a client certificate, "
+                        "this gateway's tls.cert must be one the site's CA bundle trusts)"
+                    )
                 raise _broken(err) from None
             except BaseException:
                 conn.finish()  # cancelled mid-exchange: the connection is closed
@@ -380,15 +388,17 @@ class HttpUpstream:
         return conn
 
     def release(self, conn: Connection) -> None:
+        if conn.tls is not None:
+            # Kept once an answer came: a TLS 1.3 server sends its session
+            # tickets after the handshake, before its first answer.
+            origin = self._origins.get(conn.origin)
+            if origin is not None:
+                origin.session = conn.tls.session
+            conn.tls = None
         conn.finish()
         if conn.closed:
             return
         origin = self._origins.get(conn.origin)
-        if conn.tls is not None and origin is not None:
-            # Kept once an answer was read: a TLS 1.3 server sends its
-            # session tickets after the handshake, with the first answer.
-            origin.session = conn.tls.session
-            conn.tls = None
         if self._closed or origin is None or len(origin.idle) >= MAX_IDLE:
             conn.close()
         else:
