@@ -232,7 +232,7 @@ def common_names(subject: str) -> tuple[str, ...]:
         kind, sep, value = part.partition("=")
         if not sep or kind.strip().lower() not in _CN or value.startswith("#"):
             continue
-        out.append(_unescape(value.strip()))
+        out.append(_unescape(value))  # an edge space is escaped (RFC 4514 §2.4)
     return tuple(out)
 
 

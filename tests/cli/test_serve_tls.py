@@ -1,0 +1,313 @@
+"""Gateways served over HTTPS by uvicorn, as ``scoped gateway`` serves them
+(issue 17.1): real servers on loopback, a throwaway federation CA, sites
+calling each other over mutual TLS, and the hop header honoured only from a
+peer whose certificate names a site (docs/design.md §4, §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+import yaml
+from scoped_cli import main as cli
+from scoped_cli.serve import rfc4514, uvicorn_tls
+from scoped_middleware.asgi import GatewayApp, create_app
+
+from scoped.config import TlsSettings, parse_config
+from scoped.errors import EXIT_BAD_INPUT
+from scoped.tls import common_names
+from tests.federation import free_port
+from tests.pki import Authority, Issued
+from tests.standin import LoopThread
+
+HOP = "x-scoped-hop"
+
+
+class Backend:
+    """A site's service: answers JSON naming its site, keeps what it got."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self.received: list[dict[str, str | None]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.received.append({"path": scope["path"], "hop": headers.get(HOP)})
+        body = orjson.dumps({"site": self.site})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+_TASKS: list[asyncio.Task[None]] = []
+
+
+async def _serve(app: Any, port: int, **options: Any) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options
+    )
+    server = uvicorn.Server(config)
+    _TASKS.append(asyncio.ensure_future(server.serve()))
+    for _ in range(500):
+        if server.started:
+            return server
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"nothing started on port {port}")
+
+
+@dataclasses.dataclass
+class Net:
+    ca: Authority
+    other: Authority
+    certs: dict[str, Issued]
+    gateways: dict[str, str]
+    apps: dict[str, GatewayApp]
+    backends: dict[str, Backend]
+
+    def client(self, issued: Issued | None = None) -> httpx.Client:
+        ctx = ssl.create_default_context(cafile=self.ca.bundle)
+        if issued is not None:
+            ctx.load_cert_chain(issued.cert, issued.key)
+        return httpx.Client(verify=ctx, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    """Berlin and Denver, gateways on HTTPS that call each other over mutual
+    TLS; Rogue, a site in the registry whose certificate another CA signed;
+    Vault, a gateway that requires a client certificate of every client."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca, other = Authority(folder / "federation"), Authority(folder / "other", "another CA")
+    names = ("Berlin", "Denver", "Vault")
+    certs = {n: ca.issue(n) for n in names}
+    certs["Mallory"] = ca.issue("Mallory")
+    rogue_cert = other.issue("Rogue")
+    ports = {n: free_port() for n in (*names, "Rogue")}
+    gateways = {n: f"https://127.0.0.1:{p}" for n, p in ports.items()}
+    servers: list[uvicorn.Server] = []
+    with LoopThread() as worker:
+        backends: dict[str, Backend] = {}
+        backend_urls: dict[str, str] = {}
+        for n in (*names, "Rogue"):
+            backends[n] = Backend(n)
+            port = free_port()
+            servers.append(worker.call(_serve(backends[n], port)))
+            backend_urls[n] = f"http://127.0.0.1:{port}"
+        rogue_tls = TlsSettings(rogue_cert.cert, rogue_cert.key, other.bundle)
+        servers.append(worker.call(_serve(backends["Rogue"], ports["Rogue"], **_tls(rogue_tls))))
+        apps: dict[str, GatewayApp] = {}
+        for n in names:
+            tls = TlsSettings(
+                certs[n].cert, certs[n].key, ca.bundle, require_client_cert=n == "Vault"
+            )
+            config = {
+                "site": n,
+                "sites": {
+                    s: {"endpoints": {"compute": f"{gateways[s]}/compute"}}
+                    for s in (*names, "Rogue")
+                },
+                "backends": {"compute": backend_urls[n]},
+                "tls": dataclasses.asdict(tls),
+            }
+            apps[n] = create_app(parse_config(config, f"<{n}>"))
+            servers.append(
+                worker.call(_serve(apps[n], ports[n], lifespan="on", **uvicorn_tls(tls)))
+            )
+        try:
+            yield Net(ca, other, certs, gateways, apps, backends)
+        finally:
+            for server in servers:
+                server.should_exit = True
+            worker.call(asyncio.sleep(0.5))
+
+
+def _tls(tls: TlsSettings) -> dict[str, Any]:
+    return {k: v for k, v in uvicorn_tls(tls).items() if k != "http"}
+
+
+@pytest.fixture(autouse=True)
+def forget(net: Net) -> None:
+    for backend in net.backends.values():
+        backend.received.clear()
+
+
+def message(resp: httpx.Response) -> str:
+    text: str = resp.json()["error"]["message"]
+    return text
+
+
+def test_a_gateway_serves_https_and_its_own_paths(net: Net) -> None:
+    with net.client() as client:
+        resp = client.get(f"{net.gateways['Berlin']}/healthz")
+        assert resp.status_code == 200
+        assert resp.json()["site"] == "Berlin"
+        local = client.get(f"{net.gateways['Berlin']}/compute/v2.1/servers")
+    assert local.status_code == 200
+    assert local.json() == {"site": "Berlin"}
+    assert net.backends["Berlin"].received == [{"path": "/v2.1/servers", "hop": None}]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(net.gateways["Berlin"].replace("https", "http") + "/healthz", timeout=5)
+
+
+def test_a_request_forwarded_over_mutual_tls_is_served_by_the_peer(net: Net) -> None:
+    url = f"{net.gateways['Berlin']}/compute/v2.1/servers"
+    with net.client() as client:
+        first = client.get(url, headers={"X-Scope": "<compute: Denver>"})
+        # The idle connection to Denver dropped: the next call needs a new
+        # one, which resumes the session, and Denver still knows it is Berlin.
+        upstream: Any = net.apps["Berlin"].gateway.upstream
+        for origin in upstream._origins.values():
+            for conn in origin.idle:
+                conn.close()
+            origin.idle.clear()
+        second = client.get(url, headers={"X-Scope": "<compute: Denver>"})
+    for resp in (first, second):
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"site": "Denver"}
+        assert resp.headers["x-scope-sites"].startswith("Denver=200;")
+    # Served by Denver's own service (a hop Denver refused would be a 403).
+    assert len(net.backends["Denver"].received) == 2
+    assert net.backends["Berlin"].received == []
+    handshakes = net.apps["Berlin"].gateway.metrics.tls_handshakes.counts
+    assert handshakes[("full",)] >= 1
+    assert handshakes[("resumed",)] >= 1
+
+
+@pytest.mark.parametrize(
+    ("who", "hop", "expected"),
+    [
+        (None, "Berlin>Denver", "this connection presented none"),
+        ("Mallory", "Berlin>Denver", "this connection's certificate names 'Mallory'"),
+        ("Berlin", "Vault>Denver", "comes from site 'Vault', but the connection's certificate"),
+    ],
+)
+def test_a_peer_without_a_site_certificate_cannot_get_a_request_treated_as_forwarded(
+    net: Net, who: str | None, hop: str, expected: str
+) -> None:
+    issued = net.certs[who] if who else None
+    with net.client(issued) as client:
+        resp = client.get(f"{net.gateways['Denver']}/compute/v2.1/servers", headers={HOP: hop})
+    assert resp.status_code == 403
+    text = message(resp)
+    assert expected in text
+    if who != "Berlin":
+        assert "the x-scoped-hop header (a request forwarded by another site) is honoured " in text
+        assert "expected a client certificate, verified against this gateway's tls.ca" in text
+    assert net.backends["Denver"].received == []  # nothing was served
+
+
+def test_a_peer_with_a_site_certificate_gets_its_request_served_here(net: Net) -> None:
+    with net.client(net.certs["Berlin"]) as client:
+        resp = client.get(
+            f"{net.gateways['Denver']}/compute/v2.1/servers",
+            headers={HOP: "Berlin>Denver", "X-Scope": "<compute: Berlin>"},
+        )
+    # Served at Denver as forwarded: its scope is not planned again.
+    assert resp.status_code == 200
+    assert resp.json() == {"site": "Denver"}
+    assert net.backends["Denver"].received == [{"path": "/v2.1/servers", "hop": None}]
+    assert net.backends["Berlin"].received == []
+
+
+def test_a_client_certificate_of_another_ca_ends_the_handshake(net: Net) -> None:
+    stranger = net.other.issue("Berlin", file_name="other-Berlin")
+    with net.client(stranger) as client, pytest.raises(httpx.HTTPError):
+        client.get(f"{net.gateways['Denver']}/healthz")
+
+
+def test_a_site_whose_certificate_another_ca_signed_is_refused_naming_the_site(
+    net: Net,
+) -> None:
+    with net.client() as client:
+        resp = client.get(
+            f"{net.gateways['Berlin']}/compute/v2.1/servers",
+            headers={"X-Scope": "<compute: Rogue>"},
+        )
+    assert resp.status_code == 502
+    assert resp.headers["x-scope-sites"].startswith("Rogue=error;")
+    text = message(resp)
+    assert "Rogue" in text
+    assert "is not trusted here" in text
+    assert "tls.ca, the federation's CA bundle" in text
+    assert net.backends["Rogue"].received == []
+
+
+def test_a_gateway_that_requires_client_certificates_takes_no_client_without_one(
+    net: Net,
+) -> None:
+    url = f"{net.gateways['Vault']}/healthz"
+    with net.client() as client, pytest.raises(httpx.HTTPError):
+        client.get(url)
+    with net.client(net.certs["Denver"]) as client:
+        assert client.get(url).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Berlin", "us-east-1", "a,b+c", 'say "hi"; <x>', "#hash", " padded ", "Zürich", "back\\slash"],
+)
+def test_the_subject_a_server_writes_is_the_one_the_core_reads(value: str) -> None:
+    subject = ((("organizationName", "scoped, inc."),), (("commonName", value),))
+    assert rfc4514(subject).endswith(",O=scoped\\, inc.")
+    assert common_names(rfc4514(subject)) == (value,)
+
+
+# -- the command ---------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, tls: dict[str, Any]) -> Path:
+    path = tmp_path / "scoped.yaml"
+    config = {
+        "site": "Berlin",
+        "sites": {"Berlin": {}},
+        "backends": {"compute": "http://127.0.0.1:9"},
+        "tls": tls,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_gateway(path: Path, *extra: str) -> int:
+    argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{free_port()}"]
+    return cli.main([*argv, *extra])
+
+
+def test_a_certificate_that_cannot_be_read_is_a_clear_error_before_serving(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = Authority(tmp_path / "ca")
+    berlin = ca.issue("Berlin")
+    path = write_config(
+        tmp_path, {"cert": berlin.cert, "key": str(tmp_path / "gone.key"), "ca": ca.bundle}
+    )
+    assert run_gateway(path) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"{path}: tls.key: cannot read '{tmp_path / 'gone.key'}'" in err
+    assert "Traceback" not in err
+
+
+def test_https_is_served_with_uvicorn_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = Authority(tmp_path / "ca")
+    berlin = ca.issue("Berlin")
+    path = write_config(tmp_path, {"cert": berlin.cert, "key": berlin.key, "ca": ca.bundle})
+    assert run_gateway(path, "--server", "granian") == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "tls.cert: HTTPS is served with --server uvicorn only" in err
+    assert "Traceback" not in err
