@@ -117,20 +117,18 @@ def serve(
 
     app = create_app(config)
     tune_gc()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-        server_header=False,
-        proxy_headers=False,
-        date_header=False,
-        **uvicorn_tls(config.tls),
-    )
+    options: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_level": log_level,
+        "server_header": False,
+        "proxy_headers": False,
+        "date_header": False,
+    }
+    options.update(uvicorn_tls(config.tls))  # over HTTPS, httptools with the TLS extension
+    uvicorn.run(app, host=host, port=port, **options)
 
 
 def uvicorn_tls(tls: TlsSettings) -> dict[str, Any]:

