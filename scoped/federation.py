@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from keystoneauth1 import access as ks_access
 from keystoneauth1 import exceptions as ks_exceptions
@@ -33,7 +34,8 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import access as v3_access
 from keystoneauth1.identity import v3
 
-from .config import SiteTokens
+from .config import SiteTokens, Timeouts
+from .errors import CallError, Refused, TimedOut
 from .identity import IdentityError
 
 MARGIN = 60.0
@@ -61,13 +63,15 @@ class Federation:
         local: str,
         home_auth_url: str,
         sites: Mapping[str, SiteTokens],
-        timeout: float,
+        timeouts: Mapping[str, Timeouts],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.local = local
         self.home_auth_url = home_auth_url
+        self._home = urlsplit(home_auth_url).netloc
         self._sites = {name: t for name, t in sites.items() if t.federated and name != local}
-        self.timeout = timeout
+        self.timeouts = timeouts
+        """Each site's: an exchange talks to its Keystone across the same link."""
         self._clock = clock
         self._cache: OrderedDict[tuple[bytes, str], SiteToken] = OrderedDict()
         self._pending: dict[tuple[bytes, str], asyncio.Future[SiteToken]] = {}
@@ -121,7 +125,12 @@ class Federation:
         """
         conf = self._sites[site]
         sp = conf.service_provider or site
-        session = ks_session.Session(timeout=self.timeout)
+        session = ks_session.Session()
+        # requests' (connect, read) pair, which Session(timeout=) cannot take:
+        # a black-holed site costs one connect timeout, as any call to it.
+        t = self.timeouts.get(site, Timeouts())
+        session.timeout = (t.connect, t.total)  # type: ignore[assignment]
+        started = time.monotonic()
         try:
             ref = self._read(session, user_token)
             home = v3_access.AccessInfoPlugin(ref, self.home_auth_url)
@@ -134,6 +143,8 @@ class Federation:
             project, domain = _project_at(conf, ref)
             k2k = v3.Keystone2Keystone(home, sp, project_name=project, project_domain_name=domain)
             access = k2k.get_access(session)
+        except ks_exceptions.ConnectionError as err:
+            raise self._unreachable(site, err, time.monotonic() - started) from None
         except ks_exceptions.ClientException as err:
             project = (
                 f"project {conf.project_name!r}" if conf.project_name else "the user's own project"
@@ -147,6 +158,25 @@ class Federation:
         if token is None or expires is None:
             raise IdentityError(f"{site}'s Keystone gave no token in the K2K exchange")
         return SiteToken(token, expires.timestamp())
+
+    def _unreachable(
+        self, site: str, err: ks_exceptions.ConnectionError, waited: float
+    ) -> Exception:
+        """The failure of an exchange that could not reach a Keystone: the
+        site's (a failure of that site, of the kind any call reports, which
+        its circuit counts), or this site's own."""
+        if self._home in str(err):
+            return IdentityError(f"{self.local}'s Keystone, asked for a token of {site}: {err}")
+        what = "its Keystone, for a token of its own (Keystone-to-Keystone)"
+        if isinstance(err, ks_exceptions.ConnectFailure):
+            return Refused(f"{what}: {err}")
+        if not isinstance(err, ks_exceptions.ConnectTimeout):
+            return CallError(f"{what}: {err}", sent=True)
+        # keystoneauth says "timed out" for the connect and the read alike.
+        t = self.timeouts.get(site, Timeouts())
+        if waited < t.total:
+            return TimedOut(f"no connection within the connect timeout ({t.connect:g} s) to {what}")
+        return TimedOut(f"{what} stayed silent for {t.total:g} s", sent=True)
 
     def _read(self, session: ks_session.Session, user_token: str) -> ks_access.AccessInfo:
         """The user's token as this site's Keystone knows it."""

@@ -340,9 +340,12 @@ def _federation(config: Config) -> Federation | None:
             f"{config.source}: backends.identity: expected this site's Keystone "
             "(sites with tokens.mode federated get their tokens from it)"
         )
-    timeout = config.local.timeouts.total
+    sites = config.sites.items()
     return Federation(
-        config.site, f"{identity}/v3", {n: s.tokens for n, s in config.sites.items()}, timeout
+        config.site,
+        f"{identity}/v3",
+        {n: s.tokens for n, s in sites},
+        {n: s.timeouts for n, s in sites},
     )
 
 

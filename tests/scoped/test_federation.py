@@ -16,11 +16,13 @@ import pytest
 from scoped_grammar import Site, parse
 
 from scoped.carry import scope_of_token, strip
+from scoped.circuit import State
 from scoped.config import parse_config
 from scoped.errors import ConfigError
 from scoped.gateway import Gateway
 from scoped.http import Body, Request, Response
 from scoped.memory import Exchange, MemoryReply, MemoryUpstream, json_reply
+from tests.federation import free_port
 from tests.keystones import Keystone, keystones
 
 SITES = ("Berlin", "Denver", "Paris")
@@ -54,13 +56,18 @@ class Compute:
         return json_reply(200, {"servers": [{"id": self.keystone.site, "name": "vm"}]})
 
 
-def gateway(ks: dict[str, Keystone], **tokens: Any) -> tuple[Gateway, dict[str, Compute]]:
+def gateway(
+    ks: dict[str, Keystone], identity: str | None = None, **tokens: Any
+) -> tuple[Gateway, dict[str, Compute]]:
     computes = {s: Compute(ks[s]) for s in SITES}
     given = {"mode": "federated", "project_name": "demo", **tokens}
     remote = {k: v for k, v in given.items() if v is not None}
     data: dict[str, Any] = {
         "site": "Berlin",
-        "backends": {"compute": f"{origin('Berlin')}/compute", "identity": ks["Berlin"].url},
+        "backends": {
+            "compute": f"{origin('Berlin')}/compute",
+            "identity": identity or ks["Berlin"].url,
+        },
         "sites": {
             "Berlin": {},
             **{
@@ -172,6 +179,34 @@ def test_a_site_that_is_no_service_provider_is_named_with_what_is_missing(
     message = body(resp)["error"]["message"]
     assert "Paris" in message and "no service provider 'Paris'" in message
     assert computes["Paris"].tokens == [], "nothing was sent to Paris"
+
+
+def test_a_site_whose_keystone_cannot_be_reached_fails_as_any_call_to_it(
+    ks: dict[str, Keystone],
+) -> None:
+    """The exchange is the first call to the site: refused there, the site's
+    outcome is ``refused`` (its circuit counts it), and nothing reached it."""
+    ks["Berlin"].service_providers["Paris"] = f"http://127.0.0.1:{free_port()}"  # nothing there
+    gw, computes = gateway(ks)
+    resp = get(gw, ks["Berlin"].issue("alice"), "<nova: Berlin&Paris>")
+    assert resp.status == 502
+    message = body(resp)["error"]["message"]
+    assert "Paris: refused (its Keystone, for a token of its own" in message, message
+    assert computes["Paris"].tokens == []
+    for _ in range(gw.circuits.settings.failures - 1):
+        get(gw, ks["Berlin"].issue("alice"), "<nova: Paris>")
+    assert gw.circuits.state("Paris") is State.OPEN
+
+
+def test_this_sites_keystone_unreachable_is_not_the_other_sites_failure(
+    ks: dict[str, Keystone],
+) -> None:
+    gw, _ = gateway(ks, identity=f"http://127.0.0.1:{free_port()}")  # nothing there
+    alice = ks["Berlin"].issue("alice")
+    resp = get(gw, alice, "<nova: Denver>")
+    assert resp.status == 502
+    message = body(resp)["error"]["message"]
+    assert "Denver: error (Berlin's Keystone, asked for a token of Denver" in message, message
 
 
 def test_with_no_project_configured_a_site_token_is_for_the_users_own_project(
