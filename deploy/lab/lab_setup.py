@@ -10,6 +10,14 @@
                                                  `m1.tiny`, network `net1`
     lab_setup.py server    CLOUD NAME IMAGE      server NAME, ACTIVE, booted
                                                  from IMAGE on net1
+    lab_setup.py federation CLOUD USER PEER=ENTITY=URL...
+                                                 project `demo`, groups for
+                                                 federated users, the local
+                                                 user USER (or -), and the
+                                                 Keystone-to-Keystone trust
+                                                 with every PEER (its identity
+                                                 provider's entity ID, its
+                                                 Keystone's URL from here)
 
 CLOUD names a cloud of the clouds.yaml given by OS_CLIENT_CONFIG_FILE (the
 site's admin). Every step is idempotent: running it again changes nothing.
@@ -155,8 +163,84 @@ def server(conn, name, image_name):
     log(f"  server  {name:14} ACTIVE ({created.id})")
 
 
+# Federated users get their roles at a site from its groups: every peer's
+# user is member of `demo`; a peer's admin is admin of `admin` (the lab trusts
+# its peers' admins; a real federation decides that per peer).
+FEDERATED_GROUPS = {"federated": ("demo", "member"), "federated-admins": ("admin", "admin")}
+
+
+def federation(conn, user, peers):
+    """This site trusts each peer's Keystone as an identity provider (its
+    users become ephemeral users here, in the groups above) and registers
+    each peer as a service provider (its users can go there)."""
+    idn = conn.identity
+    domain = idn.find_domain("default")
+    demo = idn.find_project("demo", domain_id=domain.id) or idn.create_project(
+        name="demo", domain_id=domain.id, description="Every site's own demo project"
+    )
+    groups = {}
+    for name, (project_name, role_name) in FEDERATED_GROUPS.items():
+        group = idn.find_group(name, domain_id=domain.id) or idn.create_group(
+            name=name, domain_id=domain.id, description="Users of peer sites (K2K)"
+        )
+        project = idn.find_project(project_name, domain_id=domain.id, ignore_missing=False)
+        idn.assign_project_role_to_group(project, group, idn.find_role(role_name))
+        groups[name] = group.id
+    if user != "-":
+        ensure_user(idn, domain, demo, user, ("member",))
+        log(f"  user    {user} (password {PASSWORD!r}): member of demo {demo.id}")
+    site = conn.config.region_name
+    for peer in peers:
+        name, entity, url = peer.split("=", 2)
+        user_name = [
+            {"type": "MELLON_openstack_user"},
+            {"type": "MELLON_IDP", "any_one_of": [entity]},
+        ]
+        rules = [
+            {
+                "local": [{"user": {"name": "{0}", "type": "ephemeral"}}, {"group": {"id": gid}}],
+                "remote": user_name
+                + ([{"type": "MELLON_openstack_roles", "any_one_of": ["admin"]}] if admins else []),
+            }
+            for gid, admins in ((groups["federated"], False), (groups["federated-admins"], True))
+        ]
+        base = "/OS-FEDERATION"
+        put(
+            idn,
+            f"{base}/identity_providers/{name}",
+            "identity_provider",
+            {"remote_ids": [entity], "enabled": True, "description": f"Keystone of site {name}"},
+        )
+        put(idn, f"{base}/mappings/{name}", "mapping", {"rules": rules})
+        put(
+            idn,
+            f"{base}/identity_providers/{name}/protocols/saml2",
+            "protocol",
+            {"mapping_id": name},
+        )
+        put(idn, f"{base}/service_providers/{name}", "service_provider", {
+            "auth_url": f"{url}/v3/OS-FEDERATION/identity_providers/{site}/protocols/saml2/auth",
+            "sp_url": f"{url}/v3/mellon/paosResponse",
+            "relay_state_prefix": "/v3/k2k-relay-",
+            "enabled": True,
+        })  # fmt: skip
+        log(f"  peer    {name}: identity provider {entity}; service provider at {url}")
+
+
+def put(idn, path, kind, body):
+    """Create the object at ``path``, or update it to ``body``."""
+    found = idn.get(path, raise_exc=False)
+    if found.status_code == 404:
+        idn.put(path, json={kind: body}).raise_for_status()
+    else:
+        found.raise_for_status()
+        have = found.json()[kind]
+        if any(have.get(k) != v for k, v in body.items()):
+            idn.patch(path, json={kind: body}).raise_for_status()
+
+
 def main(argv):
-    if len(argv) < 2 or argv[0] not in ("keystone", "resources", "server"):
+    if len(argv) < 2 or argv[0] not in ("keystone", "resources", "server", "federation"):
         sys.exit(__doc__)
     if argv[0] == "server" and len(argv) != 4:
         sys.exit(__doc__)
@@ -172,6 +256,8 @@ def main(argv):
         keystone(conn, conn.config.region_name, urls)
     elif command == "server":
         server(conn, argv[2], argv[3])
+    elif command == "federation":
+        federation(conn, argv[2], argv[3:])
     else:
         resources(conn, cloud)
 
