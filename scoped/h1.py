@@ -16,6 +16,7 @@ No pipelining: one exchange at a time per connection.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +62,9 @@ class Connection(asyncio.Protocol):
         """A new TLS connection's, until the pool keeps its session."""
         self.closed = False
         self.idle_since = 0.0
+        self.keep_for = math.inf
+        """Seconds it may stay idle and still be reused, as far as the site
+        said (the pool has its own limit too)."""
         self._parser: httptools.HttpResponseParser | None = None
         self._drain: asyncio.Future[None] | None = None
         self._reset()

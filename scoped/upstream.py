@@ -61,7 +61,14 @@ class Upstream(Protocol):
 
 
 KEEPALIVE = 30.0
-"""Seconds an idle connection is kept for reuse."""
+"""Seconds an idle connection is kept for reuse, or less when the site says
+it keeps it less (``Keep-Alive: timeout=N``, as Apache does: 5 s)."""
+SERVER_KEEPALIVE = 75
+"""Seconds a gateway keeps a client's idle connection open: longer than
+:data:`KEEPALIVE`, so that between two gateways the pool closes an idle
+connection first and a request never meets one its peer closed under it
+(a POST sent as the peer's close crosses it on the wire fails, unrepeatable).
+Also nginx's default."""
 MAX_IDLE = 256
 """Idle connections kept per origin; more are closed when released."""
 
@@ -335,11 +342,11 @@ class HttpUpstream:
     async def _acquire(self, origin: _Origin, timeout: float) -> tuple[Connection, bool]:
         idle = origin.idle
         if idle:
-            loop = asyncio.get_running_loop()
-            expired = loop.time() - KEEPALIVE
+            now = asyncio.get_running_loop().time()
+            expired = now - KEEPALIVE
             while idle:
                 conn = idle.pop()
-                if not conn.closed and conn.idle_since > expired:
+                if not conn.closed and conn.idle_since > max(expired, now - conn.keep_for):
                     return conn, False
                 conn.close()
         return await self._connect(origin, timeout), True
@@ -395,6 +402,7 @@ class HttpUpstream:
             if origin is not None:
                 origin.session = conn.tls.session
             conn.tls = None
+        conn.keep_for = _keep_for(conn.headers)
         conn.finish()
         if conn.closed:
             return
@@ -437,3 +445,19 @@ def _broken(err: ConnectionBroken) -> Failure:
     if err.timed_out:
         return TimedOut(err.detail, sent=True)
     return Reset(err.detail, sent=True)
+
+
+def _keep_for(headers: list[tuple[str, str]]) -> float:
+    """How long a connection may idle before reuse: :data:`KEEPALIVE`, or a
+    second less than the ``Keep-Alive: timeout=N`` the site announced (it
+    closes at N; the margin covers the close crossing a request on the wire)."""
+    for name, value in headers:
+        if name == "keep-alive":
+            for param in value.split(","):
+                key, _, number = param.strip().partition("=")
+                if key.strip().lower() == "timeout":
+                    try:
+                        return max(0.0, min(KEEPALIVE, float(number) - 1.0))
+                    except ValueError:
+                        return KEEPALIVE
+    return KEEPALIVE

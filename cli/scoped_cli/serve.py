@@ -19,6 +19,7 @@ from scoped.config import Config, TlsSettings
 from scoped.errors import ConfigError, ScopedError
 from scoped.tls import client_cert_mode, server_context
 from scoped.tuning import tune_gc
+from scoped.upstream import SERVER_KEEPALIVE
 
 SERVERS = ("uvicorn", "granian", "aiohttp")
 """``--server`` choices; uvicorn (with uvloop and httptools) is the default:
@@ -126,6 +127,7 @@ def serve(
         "server_header": False,
         "proxy_headers": False,
         "date_header": False,
+        "timeout_keep_alive": SERVER_KEEPALIVE,  # peers' pools close first
     }
     options.update(uvicorn_tls(config.tls))  # over HTTPS, httptools with the TLS extension
     uvicorn.run(app, host=host, port=port, **options)

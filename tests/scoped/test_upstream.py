@@ -108,6 +108,43 @@ def test_connections_are_kept_alive_and_reused() -> None:
     assert bodies == [b'{"a": 1}'] * 5
 
 
+@pytest.mark.parametrize(
+    ("keep_alive", "connections"),
+    [
+        (b"", 1),  # nothing said: kept by the pool's own limit
+        (b"keep-alive: timeout=30, max=100\r\n", 1),
+        (b"Keep-Alive: max=100, timeout=1\r\n", 3),  # closes at 1 s: a second less is 0
+        (b"keep-alive: timeout=soon\r\n", 1),  # unreadable: ignored
+    ],
+)
+def test_a_connection_idles_no_longer_than_the_site_said_it_keeps_it(
+    keep_alive: bytes, connections: int
+) -> None:
+    """Apache closes an idle connection after its KeepAliveTimeout (5 s) and
+    says so; a POST sent on it as the close crosses it fails and cannot be
+    repeated, so the pool reuses it only a second short of that."""
+
+    def answering(site_ref: list[Site]) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await site_ref[0].read_request(reader)
+                writer.write(ok(b"{}", keep_alive))
+                await writer.drain()
+
+        return handler
+
+    async def main() -> int:
+        async with await with_site(answering) as site:
+            up = HttpUpstream()
+            for _ in range(3):
+                reply = await up.send("POST", f"{site.url}/v3/users", (), b"{}", FAST)
+                assert await reply.read(1024) == b"{}"
+            await up.close()
+            return site.connections
+
+    assert run(main()) == connections
+
+
 def test_the_request_is_sent_as_given() -> None:
     async def main() -> bytes:
         async with await with_site(lambda r: keep_answering(r, b"{}")) as site:
