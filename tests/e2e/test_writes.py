@@ -149,16 +149,40 @@ def test_an_image_replicated_to_three_sites_then_deleted_everywhere(
         assert shown(lab, "image", image_id, site) is None, f"{site} kept {image_id}"
 
 
-def test_a_user_at_two_keystones_is_all_or_nothing(lab: Lab) -> None:
-    """Until Keystone-to-Keystone federation lands (the identity issue),
-    Denver's Keystone refuses Berlin's token: the user made at Berlin is
-    deleted again and the error says so; nothing is left at either site."""
+def test_a_user_is_created_at_two_independent_keystones_and_deleted_at_both(lab: Lab) -> None:
+    """Denver's Keystone trusts only its own tokens: the gateway sends it a
+    Denver token of Berlin's admin (Keystone-to-Keystone), and bob is made
+    at both, each Keystone with an ID of its own; one delete removes both."""
     name = f"bob-{os.getpid()}"
-    out = lab.openstack(
-        "user", "create", name, "--password", "x", "--os-scope", "<keystone: Berlin&Denver>"
-    )  # fmt: skip
-    assert out.returncode != 0
-    assert "Denver: 401" in out.stderr, out.stderr
-    assert "done at Berlin, then undone" in out.stderr, out.stderr
+    scope = ("--os-scope", "<keystone: Berlin&Denver>")
+    try:
+        out = lab.openstack("user", "create", name, "--password", "x", "-f", "json", *scope)
+        assert out.returncode == 0, out.stderr
+        ids = {site: shown(lab, "user", name, site) for site in ("Berlin", "Denver")}
+        assert all(ids.values()), ids
+        berlin, denver = (ids[s]["id"] for s in ("Berlin", "Denver"))  # type: ignore[index]
+        assert berlin != denver
+        assert read_handle(json.loads(out.stdout)["id"]) == {"Berlin": berlin, "Denver": denver}
+    finally:
+        gone = lab.openstack("user", "delete", name, *scope)
+    assert gone.returncode == 0, gone.stderr
     for site in ("Berlin", "Denver"):
         assert shown(lab, "user", name, site) is None, f"{site} kept {name}"
+
+
+def test_a_user_at_two_keystones_is_all_or_nothing(lab: Lab) -> None:
+    """The name is taken at Denver: Denver refuses (409), the user made at
+    Berlin is deleted again and the error says so; Denver keeps only its own."""
+    name = f"carol-{os.getpid()}"
+    taken = lab.openstack("user", "create", name, "--password", "x", cloud="Denver")
+    assert taken.returncode == 0, taken.stderr
+    try:
+        out = lab.openstack(
+            "user", "create", name, "--password", "x", "--os-scope", "<keystone: Berlin&Denver>"
+        )  # fmt: skip
+        assert out.returncode != 0
+        assert "Denver: 409" in out.stderr, out.stderr
+        assert "done at Berlin, then undone" in out.stderr, out.stderr
+        assert shown(lab, "user", name, "Berlin") is None, f"Berlin kept {name}"
+    finally:
+        lab.openstack("user", "delete", name, cloud="Denver")
