@@ -77,6 +77,8 @@ class Federation:
         self._pending: dict[tuple[bytes, str], asyncio.Future[SiteToken]] = {}
         self.exchanges = 0
         """Exchanges made (for tests and metrics)."""
+        self.observe: Callable[[str, bool], None] | None = None
+        """Told of every exchange: (site, it succeeded)."""
 
     def federated(self, site: str) -> bool:
         return site in self._sites
@@ -99,6 +101,8 @@ class Federation:
         try:
             got = await asyncio.to_thread(self.exchange, site, user_token)
         except BaseException as err:
+            if self.observe is not None:
+                self.observe(site, False)
             future.set_exception(err)
             future.exception()  # retrieved: no "never retrieved" warning
             raise
@@ -106,6 +110,8 @@ class Federation:
             del self._pending[key]
         future.set_result(got)
         self.exchanges += 1
+        if self.observe is not None:
+            self.observe(site, True)
         self._cache[key] = got
         if len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)

@@ -71,6 +71,10 @@ class Gateway:
             config, lambda site: self.metrics.token_renewals.labels(site).inc()
         )
         self.federation = _federation(config)
+        if self.federation is not None:
+            self.federation.observe = lambda site, ok: self.metrics.token_exchanges.labels(
+                site, "ok" if ok else "error"
+            ).inc()
         send = policy_stack(
             self.upstream, self.circuits, config.retries, self.identities, self.federation
         )

@@ -143,6 +143,13 @@ class Metrics:
             ["site"],
             registry=self.registry,
         )
+        self.token_exchanges = Counter(
+            "scoped_token_exchanges",
+            "Keystone-to-Keystone exchanges for a site's own token for a user's "
+            "(then cached until shortly before it expires), by site and outcome (ok, error).",
+            ["site", "outcome"],
+            registry=self.registry,
+        )
         self.catalog_refreshes = Counter(
             "scoped_catalog_refreshes",
             "Catalog reads from each site's Keystone, by outcome (ok, error).",

@@ -131,6 +131,9 @@ def test_one_exchange_per_user_and_site_however_many_requests(ks: dict[str, Keys
     for _ in range(100):
         assert get(gw, alice, "<nova: Denver&Paris>").status == 200
     assert gw.federation.exchanges == 2  # alice at Denver, alice at Paris
+    metrics = gw.metrics.render().decode()
+    for site in ("Denver", "Paris"):
+        assert f'scoped_token_exchanges_total{{outcome="ok",site="{site}"}} 1.0' in metrics
     assert get(gw, bob, "<nova: Denver>").status == 200
     assert gw.federation.exchanges == 3
 
@@ -193,6 +196,8 @@ def test_a_site_whose_keystone_cannot_be_reached_fails_as_any_call_to_it(
     message = body(resp)["error"]["message"]
     assert "Paris: refused (its Keystone, for a token of its own" in message, message
     assert computes["Paris"].tokens == []
+    metrics = gw.metrics.render().decode()
+    assert 'scoped_token_exchanges_total{outcome="error",site="Paris"} 1.0' in metrics
     for _ in range(gw.circuits.settings.failures - 1):
         get(gw, ks["Berlin"].issue("alice"), "<nova: Paris>")
     assert gw.circuits.state("Paris") is State.OPEN
