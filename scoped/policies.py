@@ -161,7 +161,10 @@ class FederatedTokens:
     """A user's token sent to a site whose tokens are federated goes as a
     token of that site's own Keystone (:mod:`scoped.federation`), carrying
     the request's scope with identity at that site, where it was issued.
-    A site that refuses it (401) gets a new exchange on the next call."""
+    A site that refuses it (401) gets a new exchange on the next call.
+    Only a token this site's Keystone issued is exchanged: one whose scope
+    sends identity elsewhere (``<*: Denver>``: a token of Denver's) goes as
+    it is, good at its issuer, explained by a 401 anywhere else."""
 
     __slots__ = ("federation", "inner")
 
@@ -179,17 +182,28 @@ class FederatedTokens:
 
     async def _as_site(self, call: SiteCall, token: str) -> Reply:
         bare = strip(token)
+        scope = scope_of_token(token)
+        if scope is not None and issuer(scope) not in (None, self.federation.local):
+            return await self.inner(call)
         try:
             site_token = await self.federation.token_for(call.site, bare)
         except IdentityError as err:
             raise CallError(str(err)) from None
-        scope = scope_of_token(token)
         value = attach(site_token, identity_at(scope, call.site)) if scope else site_token
         headers = [(k, value if k == AUTH_TOKEN else v) for k, v in call.headers]
         reply = await self.inner(call._replace(headers=headers))
         if reply.status == 401:
             self.federation.forget(call.site, bare)
         return reply
+
+
+@lru_cache(maxsize=4096)
+def issuer(scope_text: str) -> str | None:
+    """The site whose Keystone issued a token carrying ``scope_text``: the
+    one site the scope sends identity to (None: not one site, or none said)."""
+    scope = parse(scope_text)
+    found = scope.get("identity", scope.default)
+    return found.name if isinstance(found, Site) else None
 
 
 @lru_cache(maxsize=4096)

@@ -214,6 +214,21 @@ def test_this_sites_keystone_unreachable_is_not_the_other_sites_failure(
     assert "Denver: error (Berlin's Keystone, asked for a token of Denver" in message, message
 
 
+def test_a_token_issued_by_the_site_itself_goes_as_it_is(ks: dict[str, Keystone]) -> None:
+    """``<*: Denver>`` through Berlin's gateway: the user's token is
+    Denver's own (identity is at Denver), good there; nothing to exchange,
+    and Berlin's Keystone never sees it."""
+    gw, computes = gateway(ks)
+    assert gw.federation is not None
+    token = ks["Denver"].issue("alice")
+    resp = get(gw, token, "<*: Denver>")
+    assert resp.status == 200, resp.body
+    [sent] = computes["Denver"].tokens
+    assert strip(sent) == token
+    assert gw.federation.exchanges == 0
+    assert token not in " ".join(b for _, _, _, b in ks["Berlin"].seen)
+
+
 def test_with_no_project_configured_a_site_token_is_for_the_users_own_project(
     ks: dict[str, Keystone],
 ) -> None:
