@@ -173,15 +173,13 @@ def render(
         f"    timeout http-keep-alive {CLIENT_KEEPALIVE}s",
         f"    timeout client {CLIENT_KEEPALIVE}s",
         f"    timeout server {SERVER_TIMEOUT}s",
+        # Connection failures only: an L7 retry (retry-on) keeps a copy of
+        # every request to replay, which halved the bypass's req/s here.
         "    retries 2",
-        "    retry-on conn-failure empty-response",
         "",
         "frontend site",
         f"    bind {listen} ssl crt {cert} ca-file {ca} verify optional alpn http/1.1",
         "    http-request set-header X-Forwarded-Proto https",
-        "    http-request set-header X-Forwarded-Host %[req.hdr(host)]",
-        # L7 retries replay a request: only the idempotent ones.
-        "    http-request disable-l7-retry if METH_POST || { method PATCH }",
         # Everything scoped reads a scope from (docs/design.md §4, §8).
         f"    acl has_scope req.hdr_cnt({SCOPE_HEADER}) gt 0",
         f"    acl has_hop req.hdr_cnt({HOP_HEADER}) gt 0",

