@@ -120,7 +120,6 @@ def serve(
     tune_gc()
     options: dict[str, Any] = {
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": False,
         "log_level": log_level,
@@ -128,8 +127,13 @@ def serve(
         "proxy_headers": False,
         "date_header": False,
         "timeout_keep_alive": SERVER_KEEPALIVE,  # peers' pools close first
+        "http": gateway_protocol(),  # a bounded head, no trailers as headers
+        # No WebSocket: no OpenStack API behind a gateway speaks it, and an
+        # upgrade uvicorn took was a 500 (the app never accepts one); without
+        # it the request is served as HTTP, its Upgrade not forwarded.
+        "ws": "none",
     }
-    options.update(uvicorn_tls(config.tls))  # over HTTPS, httptools with the TLS extension
+    options.update(uvicorn_tls(config.tls))  # over HTTPS, its certificate and CA
     uvicorn.run(app, host=host, port=port, **options)
 
 
@@ -137,8 +141,9 @@ def uvicorn_tls(tls: TlsSettings) -> dict[str, Any]:
     """uvicorn's options for ``tls``: its certificate, the federation CA to
     verify client certificates (asked for; required with
     ``require_client_cert``), and the HTTP protocol that hands the verified
-    peer to the app. Nothing for plain HTTP. The files are read when the
-    server starts: new ones take a restart (docs/design.md §8)."""
+    peer to the app (:func:`gateway_protocol`). Nothing for plain HTTP. The
+    files are read when the server starts: new ones take a restart
+    (docs/design.md §8)."""
     if not tls.serving:
         return {}
     return {
@@ -146,21 +151,49 @@ def uvicorn_tls(tls: TlsSettings) -> dict[str, Any]:
         "ssl_keyfile": tls.key,
         "ssl_ca_certs": tls.ca,
         "ssl_cert_reqs": client_cert_mode(tls),
-        "http": tls_protocol(),
+        "http": gateway_protocol(),
     }
 
 
-def tls_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, adding the ASGI TLS extension
-    (``scope["extensions"]["tls"]``) that uvicorn leaves out: the subject of
-    the client certificate its SSL context verified, so the gateway can tell
-    a peer site from a client. Computed once per connection (after the
-    handshake, when uvicorn's protocol is connected); each request's scope
-    gets the same dict."""
+MAX_REQUEST_HEAD = 64 * 1024
+"""Largest request head a client may send: its target, header names and
+values (as :data:`scoped.h1.MAX_HEAD` bounds a site's answer). uvicorn's
+httptools protocol has no bound of its own: a client's megabytes of headers
+were held and sent on to the site (found sending hostile requests,
+tests/cli/test_smuggling.py). Past it: 414 (the target) or 431, and the
+connection is closed."""
+
+
+def gateway_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol as a gateway needs it (plain or TLS).
+
+    - The request head is bounded (:data:`MAX_REQUEST_HEAD`).
+    - A chunked body's trailer fields are dropped: uvicorn appends them to
+      the request's headers, which the app may read after they came (by
+      timing), and they went on to the site as headers.
+    - A request that asks to upgrade the connection (``Connection:
+      upgrade``) and carries a body is refused: llhttp stops at the end of
+      its head, so the app got an empty body (a POST went on with
+      ``content-length: 0``, or announcing a length it never sent).
+    - Over TLS, the ASGI TLS extension (``scope["extensions"]["tls"]``) that
+      uvicorn leaves out: the subject of the client certificate its SSL
+      context verified, so the gateway can tell a peer site from a client.
+      Computed once per connection (after the handshake, when uvicorn's
+      protocol is connected); each request's scope gets the same dict.
+    """
+    import httptools  # noqa: PLC0415
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
 
-    class TlsHttpToolsProtocol(HttpToolsProtocol):
+    class Refused(httptools.HttpParserError):
+        """Raised in a parser callback: uvicorn answers a parser error itself
+        (:meth:`send_400_response`, which says why)."""
+
+    class GatewayHttpToolsProtocol(HttpToolsProtocol):
         tls_extension: dict[object, object] | None = None
+        head_bytes = 0
+        in_head = False
+        refusal: tuple[int, str, str] | None = None
+        """Status, title and message of the answer to a request refused here."""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -170,10 +203,61 @@ def tls_protocol() -> type[asyncio.Protocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self.head_bytes, self.in_head = 0, True
             if self.tls_extension is not None:
                 self.scope["extensions"] = {"tls": self.tls_extension}
 
-    return TlsHttpToolsProtocol
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url), 414, "URI Too Long")
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if not self.in_head:
+                return  # a trailer field
+            self._count(len(name) + len(value), 431, "Request Header Fields Too Large")
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self.in_head = False
+            if self.parser.should_upgrade() and self._has_body():
+                self._refuse(
+                    400,
+                    "Bad Request",
+                    "a request that asks to upgrade the connection cannot carry a body here",
+                )
+            super().on_headers_complete()
+
+        def _has_body(self) -> bool:
+            for name, value in self.headers:
+                if name == b"transfer-encoding" or (
+                    name == b"content-length" and value.strip() != b"0"
+                ):
+                    return True
+            return False
+
+        def _count(self, size: int, status: int, title: str) -> None:
+            self.head_bytes += size
+            if self.head_bytes > MAX_REQUEST_HEAD:
+                self._refuse(status, title, f"the request's head is over {MAX_REQUEST_HEAD} bytes")
+
+        def _refuse(self, status: int, title: str, message: str) -> None:
+            self.refusal = (status, title, message)
+            raise Refused
+
+        def send_400_response(self, msg: str) -> None:
+            if self.refusal is None:
+                super().send_400_response(msg)
+                return
+            status, title, message = self.refusal
+            body = message.encode()
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%b"
+                % (status, title.encode(), len(body), body)
+            )
+            self.transport.close()
+
+    return GatewayHttpToolsProtocol
 
 
 def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[object, object]:
