@@ -29,11 +29,13 @@ __all__ = [
     "BodyTooLarge",
     "Request",
     "Response",
+    "connection_options_dropped",
     "content_length",
     "error_body",
     "error_response",
     "header",
     "new_request_id",
+    "unsupported_coding",
 ]
 
 Headers = tuple[tuple[str, str], ...]
@@ -78,6 +80,37 @@ def header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
         if k == name:
             return v
     return None
+
+
+def unsupported_coding(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The request's ``Transfer-Encoding`` if it is anything but ``chunked``
+    alone, else None. A front end undoes the chunking only: with ``gzip,
+    chunked`` a site got gzip bytes as the body, labelled as none (found
+    sending hostile requests, tests/cli/test_smuggling.py). RFC 9112 §6.1:
+    a coding the server does not understand is a 501."""
+    codings = [v.strip().lower() for k, v in headers if k == "transfer-encoding"]
+    if not codings or codings == ["chunked"]:
+        return None
+    return ", ".join(codings)
+
+
+_FRAMING = frozenset({"content-length", "host"})
+"""Never dropped for being named by ``Connection``: the request's framing
+(a client naming it must not change where its body ends) and its host."""
+
+
+def connection_options_dropped(headers: Headers) -> Headers:
+    """``headers`` without the fields the ``Connection`` header names: they
+    are about the client's connection (RFC 9110 §7.6.1), like h2c's
+    ``HTTP2-Settings``; before, they went on to the sites."""
+    named: set[str] = set()
+    for k, v in headers:
+        if k == "connection":
+            named.update(token.strip().lower() for token in v.split(","))
+    named -= _FRAMING
+    if not named:
+        return headers
+    return tuple((k, v) for k, v in headers if k not in named)
 
 
 def content_length(headers: Iterable[tuple[str, str]]) -> int | None:
@@ -262,7 +295,9 @@ TITLES = {
     404: "Not Found",
     413: "Request Entity Too Large",
     421: "Misdirected Request",
+    431: "Request Header Fields Too Large",
     499: "Client Closed Request",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",

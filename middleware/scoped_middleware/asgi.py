@@ -15,7 +15,17 @@ from typing import Any
 from scoped.config import Config
 from scoped.errors import ClientDisconnected, Failure
 from scoped.gateway import Gateway
-from scoped.http import SMALL_BODY, Body, Request, Response, content_length, header
+from scoped.http import (
+    SMALL_BODY,
+    Body,
+    Request,
+    Response,
+    connection_options_dropped,
+    content_length,
+    error_response,
+    header,
+    unsupported_coding,
+)
 from scoped.tls import NO_PEER, Peer
 from scoped.urlscope import split_scope_path
 
@@ -62,6 +72,15 @@ class GatewayApp:
             return
         service, prefix, rest = route
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        coding = unsupported_coding(headers)
+        if coding is not None:
+            refusal = error_response(
+                501, f"Transfer-Encoding {coding!r}: only chunked is understood here"
+            )
+            refusal.headers.append(("connection", "close"))
+            await _send(send, refusal)
+            return
+        headers = connection_options_dropped(headers)
         try:
             body = await _body(headers, receive)
         except ClientDisconnected:
