@@ -191,8 +191,14 @@ class Connection(asyncio.Protocol):
         timeout: float,
         doubt: Callable[[], None] | None = None,
         doubt_after: float = 0.0,
+        length: int | None = None,
     ) -> None:
         """Send a request and wait for the status line and headers of its answer.
+
+        ``length`` is the ``Content-Length`` the head announces for a body
+        streamed as it is (not chunked): the stream must be exactly that long,
+        or the exchange ends and the connection is closed (a longer one would
+        put its excess on the wire as the start of another request).
 
         ``timeout`` bounds each silence of the site: before the answer, and
         between two parts of its body. ``doubt`` is called once if no byte of
@@ -219,7 +225,7 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(head)
             if body is not None:
-                await self._send_stream(body, chunked)
+                await self._send_stream(body, chunked, length)
         # The whole head of the answer must come within the timeout once the
         # request is sent, not only some byte of it (a site trickling header
         # lines or 100 Continues would otherwise hold the call for ever).
@@ -232,9 +238,12 @@ class Connection(asyncio.Protocol):
             if self._error is not None and not self._headers_done:
                 raise self._error
 
-    async def _send_stream(self, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_stream(
+        self, body: AsyncIterator[bytes], chunked: bool, length: int | None
+    ) -> None:
         transport = self.transport
         assert transport is not None
+        sent = 0
         async for chunk in body:
             if self._headers_done or self._error is not None or self.closed:
                 # The site answered (or broke) before taking the whole body:
@@ -245,12 +254,26 @@ class Connection(asyncio.Protocol):
                 if chunked:
                     transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 else:
+                    sent += len(chunk)
+                    if length is not None and sent > length:
+                        self._unframed(f"longer than the {length} bytes its head announces")
                     transport.write(chunk)
             if self._drain is not None and not self._drain.done():
                 await self._drain
             self._last = self.loop.time()
         if chunked and not self.closed:
             transport.write(b"0\r\n\r\n")
+        elif length is not None and sent < length and not self.closed:
+            self._unframed(f"{sent} bytes long, where its head announces {length}")
+
+    def _unframed(self, detail: str) -> None:
+        """The request body is not as long as its head says: nothing more
+        is sent, the site sees a request cut short (and the connection
+        closed), never the start of another one."""
+        self._spoiled = True
+        err = ConnectionBroken(f"the request body is {detail}; not sent", self._answered)
+        self._fail(err)
+        raise err
 
     async def read_chunk(self) -> bytes:
         """The next part of the answer's body; ``b""`` at its end."""

@@ -128,26 +128,36 @@ def _head(
     host: str,
     headers: Sequence[tuple[str, str]],
     body: bytes | AsyncIterator[bytes] | None,
-) -> tuple[bytes, bool]:
-    """The request line and headers, and whether the body goes chunked."""
+) -> tuple[bytes, bool, int | None]:
+    """The request line and headers, whether the body goes chunked, and the
+    length a stream sent as it is must have (its ``Content-Length``)."""
     lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
     lines += [f"{k}: {v}" for k, v in headers]
     chunked = False
+    length = None
+    lengths = [v for k, v in headers if k == "content-length"]
     if isinstance(body, bytes):
+        if lengths:
+            raise CallError("a body of bytes with a content-length of its own; not sent")
         lines.append(f"content-length: {len(body)}")
     elif body is None:
         if method in ("POST", "PUT", "PATCH"):
             lines.append("content-length: 0")
-    elif not any(k == "content-length" for k, _ in headers):
+    elif not lengths:
         lines.append("transfer-encoding: chunked")
         chunked = True
+    elif len(lengths) > 1 or not lengths[0].isdigit():
+        # The one the body is framed by must be the one the site reads.
+        raise CallError(f"content-length {', '.join(lengths)!r} is not one length; not sent")
+    else:
+        length = int(lengths[0])
     text = "\r\n".join(lines)
     breaks = len(lines) - 1
     if text.count("\n") != breaks or text.count("\r") != breaks:
         # A line break inside a value would split it into a header of its own.
         raise CallError("a header or the path holds a line break; not sent")
     try:
-        return (text + "\r\n\r\n").encode("latin-1"), chunked
+        return (text + "\r\n\r\n").encode("latin-1"), chunked, length
     except UnicodeEncodeError:
         raise CallError("a header or the path is not Latin-1; not sent") from None
 
@@ -239,7 +249,7 @@ class HttpUpstream:
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _origin(key)
-        head, chunked = _head(method, target, origin.host_header, headers, body)
+        head, chunked, length = _head(method, target, origin.host_header, headers, body)
         if self._limit.locked():  # only then pay for a timed wait
             try:
                 await asyncio.wait_for(self._limit.acquire(), timeouts.connect)
@@ -248,7 +258,7 @@ class HttpUpstream:
         else:
             await self._limit.acquire()
         try:
-            return await self._exchange(origin, method, head, body, chunked, timeouts)
+            return await self._exchange(origin, method, head, body, chunked, length, timeouts)
         finally:
             self._limit.release()
 
@@ -259,6 +269,7 @@ class HttpUpstream:
         head: bytes,
         body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
+        length: int | None,
         timeouts: Timeouts,
     ) -> _Reply:
         while True:
@@ -272,7 +283,14 @@ class HttpUpstream:
             doubt = partial(self._doubt, origin, conn, timeouts.connect)
             try:
                 await conn.request(
-                    head, body, chunked, method == "HEAD", timeouts.total, doubt, timeouts.connect
+                    head,
+                    body,
+                    chunked,
+                    method == "HEAD",
+                    timeouts.total,
+                    doubt,
+                    timeouts.connect,
+                    length,
                 )
             except ConnectionBroken as err:
                 conn.finish()
