@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from .answer import Answer, Shortfall, SiteReport, Verdict, verdict_of
 from .config import Limits
@@ -23,7 +24,7 @@ from .metrics import Metrics
 from .paging import Listing, site_query
 from .policies import Send, SiteCall
 from .sites import Registry
-from .urlscope import rewrite_catalog
+from .urlscope import rewrite_catalog, rewrite_remote_catalog
 
 _JSON_TYPES = ("application/json", "application/problem+json")
 
@@ -155,7 +156,24 @@ class SiteCaller:
             if req.url_prefix and req.service == "identity":
                 origin = req.entry_url[: req.entry_url.index(req.url_prefix)]
                 body = rewrite_catalog(body, origin, req.url_prefix)
+                if answer.site != self.registry.local:
+                    # A token of another site's Keystone lists that site's
+                    # endpoints: they too are reached through here.
+                    body = rewrite_remote_catalog(
+                        body, origin + req.url_prefix, self._routes(answer.site)
+                    )
         answer.body = body
+
+    def _routes(self, site: str) -> dict[str, tuple[str, str]]:
+        """Per service this gateway serves: the path of ``site``'s entry URL
+        for it, and this gateway's entry path for it."""
+        registry = self.registry
+        out: dict[str, tuple[str, str]] = {}
+        for service, prefix in registry.prefixes().items():
+            url = registry.endpoint(site, service)
+            if url is not None:
+                out[service] = (urlsplit(url).path.rstrip("/"), prefix)
+        return out
 
 
 def _unscoped_entry(req: Request) -> str:

@@ -3,12 +3,18 @@ catalog of a token obtained through it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
-from scoped.carry import decode_scope
+from scoped.carry import decode_scope, encode_scope
+from scoped.config import parse_config
 from scoped.errors import ScopeError
-from scoped.urlscope import rewrite_catalog, scope_url, split_scope_path
+from scoped.gateway import Gateway
+from scoped.http import Body, Request
+from scoped.memory import Exchange, MemoryReply, MemoryUpstream, json_reply
+from scoped.urlscope import rewrite_catalog, rewrite_remote_catalog, scope_url, split_scope_path
 
 
 def test_the_path_form_splits_into_scope_prefix_and_rest() -> None:
@@ -49,3 +55,86 @@ def test_the_catalog_points_under_the_scoped_prefix_and_nothing_else_changes() -
     assert rewrite_catalog(b"not json http://gw:18000", "http://gw:18000", "/s") == (
         b"not json http://gw:18000"
     )
+
+
+def test_another_sites_catalog_points_under_the_scoped_prefix() -> None:
+    """A token of Denver's Keystone lists Denver's endpoints, at Denver's
+    public host (not the address this gateway reaches Denver at): matched by
+    service type and path, they are put under this gateway's scoped prefix."""
+    catalog = [
+        {"type": "compute", "endpoints": [{"url": "http://denver.pub/compute/v2.1"}]},
+        {"type": "volumev3", "endpoints": [{"url": "http://denver.pub/volume/v3/p"}]},
+        {"type": "image", "endpoints": [{"url": "http://denver.pub/elsewhere/x"}]},
+        {"type": "dns", "endpoints": [{"url": "http://denver.pub/dns"}]},
+    ]
+    body = orjson.dumps({"token": {"catalog": catalog, "user": {"name": "http://denver.pub"}}})
+    routes = {
+        "compute": ("/compute", "/nova"),
+        "block-storage": ("/volume", "/volume"),
+        "image": ("/image", "/image"),
+    }
+    entry = "http://gw:18000/scope/abc"
+    out = orjson.loads(rewrite_remote_catalog(body, entry, routes))
+    urls = [s["endpoints"][0]["url"] for s in out["token"]["catalog"]]
+    assert urls == [
+        f"{entry}/nova/v2.1",
+        f"{entry}/volume/v3/p",
+        "http://denver.pub/elsewhere/x",  # not under Denver's image entry path
+        "http://denver.pub/dns",  # a service this gateway does not serve
+    ]
+    assert out["token"]["user"] == {"name": "http://denver.pub"}
+    again = rewrite_remote_catalog(orjson.dumps(out), entry, routes)
+    assert orjson.loads(again) == out, "a scoped URL is not scoped twice"
+
+
+def test_a_token_of_another_site_through_a_scoped_url_has_a_catalog_of_this_gateway() -> None:
+    """``<*: Denver>`` through Berlin's gateway: Denver's Keystone issues the
+    token, and its catalog (Denver's public URLs) must lead back to Berlin's
+    scoped prefix, or every later call of the client goes to Denver bare."""
+    config = parse_config(
+        {
+            "site": "Berlin",
+            "sites": {
+                "Berlin": {},
+                "Denver": {
+                    "endpoints": {
+                        "identity": "http://denver.wan/identity",
+                        "compute": "http://denver.wan/compute",
+                    }
+                },
+            },
+            "backends": {"identity": "http://berlin.test/ks", "compute": "http://berlin.test/n"},
+        },
+        "<test>",
+    )
+
+    async def denver(ex: Exchange) -> MemoryReply:
+        catalog = [
+            {"type": "compute", "endpoints": [{"url": "http://denver.pub/compute/v2.1"}]},
+            {"type": "identity", "endpoints": [{"url": "http://denver.pub/identity/v3"}]},
+        ]
+        return json_reply(201, {"token": {"catalog": catalog}})
+
+    upstream = MemoryUpstream({"http://denver.wan": denver})
+    gateway = Gateway(config, upstream)
+    prefix = "/scope/" + encode_scope("<*: Denver>")
+    req = Request(
+        method="POST",
+        service="identity",
+        path="/v3/auth/tokens",
+        query="",
+        headers=(("content-type", "application/json"),),
+        entry_url=f"http://gw.test{prefix}/identity",
+        body=Body(b"{}"),
+        url_scope=prefix[len("/scope/") :],
+        url_prefix=prefix,
+    )
+    resp = asyncio.run(gateway.handle(req))
+    assert resp.status == 201
+    assert isinstance(resp.body, bytes)
+    urls = [s["endpoints"][0]["url"] for s in orjson.loads(resp.body)["token"]["catalog"]]
+    assert urls == [
+        f"http://gw.test{prefix}/compute/v2.1",
+        f"http://gw.test{prefix}/identity/v3",
+    ]
+    assert [c.path for c in upstream.calls] == ["/identity/v3/auth/tokens"]
