@@ -268,7 +268,8 @@ def test_catalog_discovery_learns_endpoints_and_a_dead_keystone_does_not_block(
     assert learned == f"{paris_url}/compute"  # unversioned: the catalog said /compute/v2.1
     assert status == 200
     assert len(__import__("json").loads(body)["servers"]) == 2
-    assert 'scoped_catalog_refreshes_total{outcome="ok",site="Paris"}' in metrics
+    assert 'scoped_catalog_refreshes_total{outcome="ok",site="*"}' in metrics
+    assert 'scoped_catalog_refreshes_total{outcome="ok",site="Paris"}' not in metrics
     assert 'scoped_catalog_refreshes_total{outcome="error",site="Dead"}' in metrics
 
 
