@@ -94,28 +94,31 @@ class Federation:
             self._cache.move_to_end(key)
             return cached.token
         pending = self._pending.get(key)
-        if pending is not None:  # another request is exchanging this one
-            return (await asyncio.shield(pending)).token
-        future: asyncio.Future[SiteToken] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+        if pending is None:
+            pending = asyncio.ensure_future(self._exchange(key, site, user_token))
+            pending.add_done_callback(_retrieved)
+            self._pending[key] = pending
+        # Shielded: a request cancelled meanwhile (a sibling of a strict &
+        # failed) leaves the exchange to finish and be cached, instead of
+        # throwing away a token that costs four round trips.
+        return (await asyncio.shield(pending)).token
+
+    async def _exchange(self, key: tuple[bytes, str], site: str, user_token: str) -> SiteToken:
         try:
             got = await asyncio.to_thread(self.exchange, site, user_token)
-        except BaseException as err:
+        except BaseException:
             if self.observe is not None:
                 self.observe(site, False)
-            future.set_exception(err)
-            future.exception()  # retrieved: no "never retrieved" warning
             raise
         finally:
             del self._pending[key]
-        future.set_result(got)
         self.exchanges += 1
         if self.observe is not None:
             self.observe(site, True)
         self._cache[key] = got
         if len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)
-        return got.token
+        return got
 
     def forget(self, site: str, user_token: str) -> None:
         """Drop a site token the site refused (401): the next call exchanges anew."""
@@ -208,6 +211,13 @@ class Federation:
                 "(Keystone asserts the user's project); this one is not"
             )
         return auth_ref
+
+
+def _retrieved(task: asyncio.Future[SiteToken]) -> None:
+    """An exchange's failure is retrieved even when nobody waits for it any
+    more (no "exception was never retrieved" in the log)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _project_at(conf: SiteTokens, ref: ks_access.AccessInfo) -> tuple[str | None, str | None]:

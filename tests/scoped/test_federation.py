@@ -7,6 +7,8 @@ memory (scoped.memory); the Keystones are stand-ins on loopback
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from scoped.carry import scope_of_token, strip
 from scoped.circuit import State
 from scoped.config import parse_config
 from scoped.errors import ConfigError
+from scoped.federation import SiteToken
 from scoped.gateway import Gateway
 from scoped.http import Body, Request, Response
 from scoped.memory import Exchange, MemoryReply, MemoryUpstream, json_reply
@@ -212,6 +215,49 @@ def test_this_sites_keystone_unreachable_is_not_the_other_sites_failure(
     assert resp.status == 502
     message = body(resp)["error"]["message"]
     assert "Denver: error (Berlin's Keystone, asked for a token of Denver" in message, message
+
+
+def test_an_exchange_outlives_the_request_a_failed_sibling_cancelled(
+    ks: dict[str, Keystone],
+) -> None:
+    """``<nova: Denver&Paris>``: Denver fails at once (no service provider),
+    which cancels the call to Paris while its exchange runs. The exchange
+    still finishes and is cached: the next request to Paris makes none."""
+    del ks["Berlin"].service_providers["Denver"]
+    gw, _ = gateway(ks)
+    federation = gw.federation
+    assert federation is not None
+    plain = federation.exchange
+    paris_started = threading.Event()
+
+    def slow(site: str, user_token: str) -> SiteToken:
+        if site == "Paris":
+            paris_started.set()
+            time.sleep(0.3)
+        return plain(site, user_token)
+
+    federation.exchange = slow  # type: ignore[method-assign]
+    alice = ks["Berlin"].issue("alice")
+
+    async def main() -> tuple[Response, int, Response]:
+        headers = (("x-auth-token", alice), ("x-scope", "<nova: Denver&Paris>"))
+        req = Request("GET", "compute", "/v2.1/servers", "", headers, "http://gw/c", Body())
+        failed = await gw.handle(req)
+        for _ in range(100):  # the exchange goes on in its thread; bounded wait
+            if not federation._pending:
+                break
+            await asyncio.sleep(0.02)
+        made = federation.exchanges
+        headers = (("x-auth-token", alice), ("x-scope", "<nova: Paris>"))
+        req = Request("GET", "compute", "/v2.1/servers", "", headers, "http://gw/c", Body())
+        return failed, made, await gw.handle(req)
+
+    failed, made, again = asyncio.run(main())
+    assert paris_started.is_set()
+    assert failed.status == 502
+    assert made == 1  # Paris's, finished after its request was cancelled
+    assert again.status == 200
+    assert federation.exchanges == 1
 
 
 def test_a_token_issued_by_the_site_itself_goes_as_it_is(ks: dict[str, Keystone]) -> None:
