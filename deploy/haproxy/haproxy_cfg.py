@@ -81,6 +81,9 @@ class Peer:
     name: str
     listen: str
     target: str
+    servername: str | None = None
+    """The name its certificate must carry (SNI, verifyhost), when the
+    target is an address: HAProxy's host check matches DNS names only."""
 
 
 def _hostport(value: str, what: str) -> tuple[str, int]:
@@ -234,6 +237,7 @@ def render(
         ]
     for p in peers:
         host, port = _hostport(p.target, f"--peer {p.name}")
+        name = p.servername or host
         out += [
             f"listen egress_{_safe(p.name)}",
             f"    # This gateway's calls to {p.name}, over mutual TLS with this site's",
@@ -241,7 +245,7 @@ def render(
             f"    bind {p.listen}",
             "    http-reuse always",
             f"    server {_safe(p.name)} {host}:{port} ssl verify required ca-file {ca} "
-            f"crt {cert} sni str({host}) verifyhost {host} alpn http/1.1",
+            f"crt {cert} sni str({name}) verifyhost {name} alpn http/1.1",
             "",
         ]
     if stats:
@@ -265,9 +269,10 @@ def combined_pem(cert: Path, key: Path | None, folder: Path) -> str:
 def _peer(value: str) -> Peer:
     name, sep, rest = value.partition("=")
     listen, sep2, target = rest.partition("=")
+    target, _, servername = target.partition("=")
     if not (sep and sep2 and name):
-        raise argparse.ArgumentTypeError(f"expected NAME=LISTEN=TARGET, got {value!r}")
-    return Peer(name, listen, target)
+        raise argparse.ArgumentTypeError(f"expected NAME=LISTEN=TARGET[=NAME], got {value!r}")
+    return Peer(name, listen, target, servername or None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         type=_peer,
         action="append",
         default=[],
-        help="NAME=LISTEN=HOST:PORT: an egress listener on LISTEN (loopback) for the "
-        "gateway's calls to site NAME at HOST:PORT, over mutual TLS",
+        help="NAME=LISTEN=HOST:PORT[=SERVERNAME]: an egress listener on LISTEN (loopback) "
+        "for the gateway's calls to site NAME at HOST:PORT, over mutual TLS; its "
+        "certificate must name SERVERNAME (default HOST; a DNS name: HAProxy does not "
+        "check addresses)",
     )
     ap.add_argument("--bufsize", type=int, default=BUFSIZE, help="tune.bufsize (bytes)")
     ap.add_argument("--log", help="syslog target, e.g. /dev/log (none by default)")

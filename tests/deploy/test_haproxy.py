@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -510,3 +511,24 @@ def test_timeouts_agree_with_the_gateways_keep_alive(site: Site) -> None:
     assert keep_alive > KEEPALIVE
     assert int(values["client"].removesuffix("s")) >= keep_alive
     assert int(values["server"].removesuffix("s")) > 60  # the gateway's total timeout
+
+
+def test_an_egress_target_given_by_address_is_checked_against_a_name() -> None:
+    """HAProxy's host check matches DNS names only: a peer reached at an
+    address (the lab's WAN link) is verified by the name its certificate
+    carries."""
+    spec = importlib.util.spec_from_file_location("haproxy_cfg", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    sys.modules["haproxy_cfg"] = generator  # its dataclasses look their module up
+    spec.loader.exec_module(generator)
+    peer = generator._peer("Denver=127.0.0.1:18450=127.0.0.1:20100=localhost")
+    text = generator.render(
+        site="Berlin", sites=["Berlin", "Denver"], services=[], listen="127.0.0.1:1",
+        gateway="127.0.0.1:2", cert="berlin.pem", ca="ca.pem", peers=[peer],
+    )  # fmt: skip
+    assert "bind 127.0.0.1:18450" in text
+    assert "server Denver 127.0.0.1:20100 ssl verify required" in text
+    assert "sni str(localhost) verifyhost localhost" in text
+    plain = generator._peer("Denver=127.0.0.1:18450=denver.example.org:443")
+    assert plain.servername is None
