@@ -1,0 +1,97 @@
+"""End to end: the gateway sites' HAProxy front doors (deploy/haproxy/), and
+TLS with mutual authentication between Berlin's and Denver's gateways.
+
+Each gateway site runs HAProxy in front: TLS with a certificate of the lab's
+CA (CN = the site), requests without a scope straight to the services, the
+rest to the gateway, a hop accepted only from the origin site's certificate.
+Berlin's gateway reaches Denver through an egress listener of its own
+HAProxy, which presents Berlin's certificate over the WAN link.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from .conftest import Lab
+
+pytestmark = pytest.mark.e2e
+
+DENVER_FRONT = "https://127.0.0.1:18543"
+BERLIN_TO_DENVER = "127.0.0.1:20100"  # the WAN link to Denver's front door
+
+
+def client(lab: Lab, cert: str | None = None) -> httpx.Client:
+    pki = lab.dir / "pki"
+    pair = (str(pki / f"{cert}.pem"), str(pki / f"{cert}.key")) if cert else None
+    return httpx.Client(verify=str(pki / "ca.pem"), cert=pair, timeout=60)
+
+
+def denver_token(lab: Lab) -> str:
+    out = lab.openstack("token", "issue", "-f", "value", "-c", "id", cloud="Denver")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_the_link_between_gateways_carries_tls_only(lab: Lab) -> None:
+    """Plain HTTP across the Berlin -> Denver link gets no HTTP answer: what
+    crosses it is TLS (Berlin's HAProxy speaks it; the front door wants it)."""
+    forwards = (lab.dir / "links" / "forwards").read_text()
+    assert f"Berlin Denver {BERLIN_TO_DENVER.split(':')[1]} 18543 front-door" in forwards
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://{BERLIN_TO_DENVER}/healthz", timeout=10)
+    with client(lab) as tls:  # the same link, over TLS: Denver's front door
+        assert tls.get(f"https://{BERLIN_TO_DENVER}/healthz").status_code == 200
+
+
+def test_the_front_door_sends_unscoped_requests_to_the_service_itself(lab: Lab) -> None:
+    headers = {"X-Auth-Token": denver_token(lab)}
+    with client(lab) as tls:
+        plain = tls.get(f"{DENVER_FRONT}/compute/v2.1/servers", headers=headers)
+        scoped = tls.get(
+            f"{DENVER_FRONT}/compute/v2.1/servers",
+            headers={**headers, "X-Scope": "<nova: Denver>"},
+        )
+    assert plain.status_code == scoped.status_code == 200, (plain.text, scoped.text)
+    assert "x-scope" not in plain.headers  # Nova's own answer: the gateway never saw it
+    assert scoped.headers["x-scope"] == "<compute: Denver, *: Denver>"
+    names = {s["name"] for s in plain.json()["servers"]}
+    assert names == {s["name"] for s in scoped.json()["servers"]}
+    assert "vm-denver" in names
+
+
+@pytest.mark.parametrize(
+    ("cert", "refused"),
+    [
+        (None, "this connection presented none"),
+        ("paris", "another site than the one the certificate of this connection names"),
+        ("berlin", None),
+    ],
+)
+def test_a_hop_is_honoured_only_from_its_origins_certificate(
+    lab: Lab, cert: str | None, refused: str | None
+) -> None:
+    headers = {"X-Auth-Token": denver_token(lab), "X-Scoped-Hop": "Berlin>Denver"}
+    with client(lab, cert) as tls:
+        resp = tls.get(f"{DENVER_FRONT}/compute/v2.1/servers", headers=headers)
+    if refused is None:
+        assert resp.status_code == 200, resp.text
+        assert "vm-denver" in {s["name"] for s in resp.json()["servers"]}
+    else:
+        assert resp.status_code == 403
+        assert refused in resp.json()["error"]["message"]
+
+
+def test_each_sites_certificate_names_it_and_its_key_is_private(lab: Lab) -> None:
+    pki: Path = lab.dir / "pki"
+    ca = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
+    for site in ("Berlin", "Denver", "Paris"):
+        cert = x509.load_pem_x509_certificate((pki / f"{site.lower()}.pem").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        [cn] = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        assert cn.value == site
+        assert (pki / f"{site.lower()}.key").stat().st_mode & 0o077 == 0
