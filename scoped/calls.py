@@ -96,10 +96,11 @@ class SiteCaller:
             return self._failed(req, site, err, ms, safe=not err.sent)
         status = reply.status
         base = registry.endpoint(site, req.service) or ""
+        public = registry.public_endpoint(site, req.service)
         answer = Answer(
             verdict_of(status),
             status,
-            _relocate(reply.headers, base, req),
+            _relocate(reply.headers, base, req, public),
             site=site,
             reply=reply,
         )
@@ -116,7 +117,7 @@ class SiteCaller:
             except Failure as err:
                 ms = (time.perf_counter() - start) * 1000
                 return self._failed(req, site, err, ms)
-            answer.body = _relink(body, base, req)
+            answer.body = _relink(body, base, req, public)
             answer.reply = None
         elif merging and answer.verdict is not Verdict.OK:
             # Keep error bodies small and readable for the per-site report.
@@ -152,7 +153,8 @@ class SiteCaller:
         answer.reply = None
         if answer.site is not None and json_body:
             base = self.registry.endpoint(answer.site, req.service) or ""
-            body = _relink(body, base, req)
+            public = self.registry.public_endpoint(answer.site, req.service)
+            body = _relink(body, base, req, public)
             if req.url_prefix and req.service == "identity":
                 origin = req.entry_url[: req.entry_url.index(req.url_prefix)]
                 body = rewrite_catalog(body, origin, req.url_prefix)
@@ -181,18 +183,25 @@ def _unscoped_entry(req: Request) -> str:
     return req.entry_url.replace(req.url_prefix, "", 1)
 
 
-def _relink(body: bytes, base: str, req: Request) -> bytes:
-    """Links to the site (and, through a scoped URL, links to this gateway
-    that lack the scoped prefix: a service that knows its public URL writes
-    them) pointed at the entry URL the client used."""
+def _relink(body: bytes, base: str, req: Request, public: str | None = None) -> bytes:
+    """Links to the site (at the address this gateway reaches it, or at its
+    own public URL: a service that knows it writes them; and, through a
+    scoped URL, links to this gateway that lack the scoped prefix) pointed at
+    the entry URL the client used."""
     body = rewrite_links(body, base, req.entry_url, req.service)
+    if public:
+        body = rewrite_links(body, public, req.entry_url)
     if req.url_prefix:
         body = rewrite_links(body, _unscoped_entry(req), req.entry_url)
     return body
 
 
-def _relocate(headers: list[tuple[str, str]], base: str, req: Request) -> list[tuple[str, str]]:
+def _relocate(
+    headers: list[tuple[str, str]], base: str, req: Request, public: str | None = None
+) -> list[tuple[str, str]]:
     headers = rewrite_location(headers, base, req.entry_url)
+    if public:
+        headers = rewrite_location(headers, public, req.entry_url)
     if req.url_prefix:
         headers = rewrite_location(headers, _unscoped_entry(req), req.entry_url)
     return headers

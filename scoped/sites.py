@@ -28,6 +28,11 @@ class Registry:
         self._endpoints: dict[str, dict[str, str]] = {
             name: dict(site.endpoints) for name, site in config.sites.items()
         }
+        self._public: dict[str, dict[str, str]] = {}
+        """Per site, the public URL its catalog gives a configured service
+        when it is not the address configured here (a site reached over a
+        private link, a proxy, the lab's WAN emulator): the site writes its
+        links with it."""
         self._routes = self._build_routes()
 
     @property
@@ -55,10 +60,23 @@ class Registry:
         """Add endpoints discovered from a site's catalog; configured ones win."""
         known = self._endpoints.setdefault(site, {})
         configured = self.config.sites[site].endpoints
+        public = self._public.setdefault(site, {})
         for service, url in endpoints.items():
             if service not in configured:
                 known[service] = url.rstrip("/")
+            elif url.rstrip("/") != configured[service].rstrip("/"):
+                public[service] = url.rstrip("/")
+            else:
+                public.pop(service, None)
         self._routes = self._build_routes()
+
+    def public_endpoint(self, site: str, service: str) -> str | None:
+        """``site``'s own public URL for ``service`` (from its catalog) when it
+        differs from where this gateway reaches it, else None: links the
+        site writes with it are rewritten like links to its endpoint."""
+        if site == self.local:
+            return None
+        return self._public.get(site, {}).get(service)
 
     def probe_url(self, site: str) -> str | None:
         """A URL of ``site`` to probe for health: an HTTP answer (other

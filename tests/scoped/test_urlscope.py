@@ -138,3 +138,53 @@ def test_a_token_of_another_site_through_a_scoped_url_has_a_catalog_of_this_gate
         f"http://gw.test{prefix}/identity/v3",
     ]
     assert [c.path for c in upstream.calls] == ["/identity/v3/auth/tokens"]
+
+
+def test_links_a_site_writes_with_its_public_url_lead_back_here() -> None:
+    """Denver's Nova writes its links with Denver's public URL (its
+    ``compute_link_prefix``), which is not where this gateway reaches Denver
+    (a WAN link, a private address): learned from Denver's catalog, those
+    links are pointed at the entry URL the client used, as links to the
+    configured address are. Stored values that name it stay."""
+    config = parse_config(
+        {
+            "site": "Berlin",
+            "sites": {
+                "Berlin": {},
+                "Denver": {"endpoints": {"compute": "http://denver.wan/compute"}},
+            },
+            "backends": {"compute": "http://berlin.test/n"},
+        },
+        "<test>",
+    )
+
+    async def denver(ex: Exchange) -> MemoryReply:
+        links = [{"rel": "self", "href": "http://denver.pub/compute/v2.1/servers/1"}]
+        server = {"id": "1", "links": links, "metadata": {"url": "http://denver.pub/compute"}}
+        location = ("location", "http://denver.pub/compute/v2.1/servers/1")
+        return json_reply(200, {"server": server}, [location])
+
+    gateway = Gateway(config, MemoryUpstream({"http://denver.wan": denver}))
+    gateway.registry.learn("Denver", {"compute": "http://denver.pub/compute"})
+    assert gateway.registry.public_endpoint("Denver", "compute") == "http://denver.pub/compute"
+    prefix = "/scope/" + encode_scope("<*: Denver>")
+    entry = f"http://gw.test{prefix}/compute"
+    req = Request(
+        method="GET",
+        service="compute",
+        path="/v2.1/servers/1",
+        query="",
+        headers=(("x-auth-token", "tok"),),
+        entry_url=entry,
+        body=Body(b""),
+        url_scope=prefix[len("/scope/") :],
+        url_prefix=prefix,
+    )
+    resp = asyncio.run(gateway.handle(req))
+    assert resp.status == 200 and isinstance(resp.body, bytes)
+    server = orjson.loads(resp.body)["server"]
+    assert server["links"][0]["href"] == f"{entry}/v2.1/servers/1"
+    assert server["metadata"]["url"] == "http://denver.pub/compute", "data is not rewritten"
+    assert dict(resp.headers)["location"] == f"{entry}/v2.1/servers/1"
+    gateway.registry.learn("Denver", {"compute": "http://denver.wan/compute"})
+    assert gateway.registry.public_endpoint("Denver", "compute") is None
