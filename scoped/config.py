@@ -128,19 +128,23 @@ class TlsSettings:
     forwarded request. ``require_client_cert``: every connection must
     present a certificate of the federation CA (a listener for gateways
     only); by default a certificate is asked for but optional, so users'
-    clients without one still connect, as plain clients. Paths are read as
-    given (relative ones from the working directory), at start: a change
-    takes a restart."""
+    clients without one still connect, as plain clients. ``serve: false``:
+    the certificate is only this gateway's client certificate; it serves
+    plain HTTP, on loopback, behind a front door that terminates TLS and
+    applies the hop rule itself (deploy/haproxy). Paths are read as given
+    (relative ones from the working directory), at start: a change takes a
+    restart."""
 
     cert: str | None = None
     key: str | None = None
     ca: str | None = None
     require_client_cert: bool = False
+    serve: bool = True
 
     @property
     def serving(self) -> bool:
         """Whether this gateway serves HTTPS (and so checks who sends a hop)."""
-        return self.cert is not None
+        return self.cert is not None and self.serve
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,7 @@ def _limits(at: _Where, value: Any) -> Limits:
 
 # -- tls: the gateway's certificate and the federation's CA (docs/design.md §8) --
 
-_TLS_KEYS = ("cert", "key", "ca", "require_client_cert")
+_TLS_KEYS = ("cert", "key", "ca", "require_client_cert", "serve")
 
 
 def _tls(at: _Where, value: Any) -> TlsSettings:
@@ -415,10 +419,13 @@ def _tls(at: _Where, value: Any) -> TlsSettings:
             "the federation's CA bundle (a gateway serving HTTPS honours a forwarded "
             "request only from a peer whose certificate it verifies against it)",
         )
-    if require and "cert" not in paths:
+    serve = data.get("serve", True)
+    if not isinstance(serve, bool):
+        raise at.error("tls.serve", "true or false", serve)
+    if require and ("cert" not in paths or not serve):
         raise at.error(
             "tls.require_client_cert",
-            "tls.cert and tls.key too (client certificates are asked for only over HTTPS)",
+            "tls.cert and tls.key too, served (client certificates are asked for only over HTTPS)",
             require,
         )
-    return TlsSettings(**paths, require_client_cert=require)
+    return TlsSettings(**paths, require_client_cert=require, serve=serve)

@@ -69,6 +69,17 @@ def config_error(tls: Any) -> str:
         ({"ca": "ca.pem", "require_client_cert": "yes"}, "tls.require_client_cert: expected "),
         ({"ca": "ca.pem", "require_client_cert": True}, "expected tls.cert and tls.key too"),
         ({"certificate": "c.pem"}, "tls.certificate: unknown key (allowed: cert, key, ca,"),
+        ({"ca": "ca.pem", "serve": "no"}, "gw.yaml: tls.serve: expected true or false"),
+        (
+            {
+                "cert": "c.pem",
+                "key": "k.pem",
+                "ca": "ca.pem",
+                "serve": False,
+                "require_client_cert": True,
+            },
+            "tls.require_client_cert: expected tls.cert and tls.key too, served",
+        ),
     ],
 )
 def test_a_bad_tls_section_says_what_where_and_what_was_expected(tls: Any, expected: str) -> None:
@@ -161,7 +172,7 @@ def test_a_long_registry_is_named_in_part() -> None:
     assert refused is not None and "'S7' and 992 more" in refused
 
 
-def gateway(pki: dict[str, Any]) -> tuple[Gateway, MemoryUpstream]:
+def gateway(pki: dict[str, Any], **tls: Any) -> tuple[Gateway, MemoryUpstream]:
     async def local(exchange: Exchange) -> MemoryReply:
         return json_reply(200, {"served": "Denver", "hop": exchange.header("x-scoped-hop")})
 
@@ -173,7 +184,7 @@ def gateway(pki: dict[str, Any]) -> tuple[Gateway, MemoryUpstream]:
             "Denver": {},
         },
         "backends": {"compute": "http://denver.test"},
-        "tls": dataclasses.asdict(settings(pki, "Denver")),
+        "tls": dataclasses.asdict(settings(pki, "Denver", **tls)),
     }
     return Gateway(parse_config(config), upstream), upstream
 
@@ -200,6 +211,29 @@ def test_the_gateway_refuses_a_hop_from_anyone_but_a_site_with_403(pki: dict[str
         assert error["title"] == "Forbidden"
         assert "honoured only from a gateway of the federation" in error["message"]
     assert upstream.calls == []  # nothing was served
+
+
+def test_behind_a_front_door_the_certificate_is_only_a_client_certificate(
+    pki: dict[str, Any],
+) -> None:
+    """``serve: false``: a front door (HAProxy) terminates TLS and applies the
+    hop rule; the gateway behind it serves plain HTTP on loopback, trusts the
+    hop, and still presents its certificate to the sites it calls."""
+    gw, upstream = gateway(pki, serve=False)
+    assert not gw.config.tls.serving
+    resp = asyncio.run(gw.handle(forwarded(None)))
+    assert resp.status == 200
+    assert [c.origin for c in upstream.calls] == ["http://denver.test"]
+
+    async def main() -> tuple[int, bytes]:
+        async with TlsSite(pki["sites"]["Berlin"], pki["ca"], require_client=True) as site:
+            up = HttpUpstream(tls=client_context(settings(pki, "Denver", serve=False)))
+            try:
+                return await get(up, site.url)
+            finally:
+                await up.close()
+
+    assert asyncio.run(main()) == (200, b"Denver")  # the site saw Denver's certificate
 
 
 def test_the_gateway_serves_a_hop_from_the_site_its_certificate_names(
