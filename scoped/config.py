@@ -146,6 +146,13 @@ class TlsSettings:
         """Whether this gateway serves HTTPS (and so checks who sends a hop)."""
         return self.cert is not None and self.serve
 
+    def session_options(self) -> dict[str, Any]:
+        """keystoneauth1 ``Session`` options: an ``https://`` Keystone is
+        verified as every site is (against ``tls.ca``) and gets this
+        gateway's certificate."""
+        pair = (self.cert, self.key) if self.cert is not None and self.key is not None else None
+        return {"verify": self.ca if self.ca is not None else True, "cert": pair}
+
 
 @dataclass(frozen=True)
 class Config:

@@ -34,7 +34,7 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import access as v3_access
 from keystoneauth1.identity import v3
 
-from .config import SiteTokens, Timeouts
+from .config import SiteTokens, Timeouts, TlsSettings
 from .errors import CallError, Refused, TimedOut
 from .identity import IdentityError
 
@@ -65,6 +65,7 @@ class Federation:
         sites: Mapping[str, SiteTokens],
         timeouts: Mapping[str, Timeouts],
         clock: Callable[[], float] = time.time,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.local = local
         self.home_auth_url = home_auth_url
@@ -73,6 +74,7 @@ class Federation:
         self.timeouts = timeouts
         """Each site's: an exchange talks to its Keystone across the same link."""
         self._clock = clock
+        self._tls = (tls or TlsSettings()).session_options()
         self._cache: OrderedDict[tuple[bytes, str], SiteToken] = OrderedDict()
         self._pending: dict[tuple[bytes, str], asyncio.Future[SiteToken]] = {}
         self.exchanges = 0
@@ -134,7 +136,7 @@ class Federation:
         """
         conf = self._sites[site]
         sp = conf.service_provider or site
-        session = ks_session.Session()
+        session = ks_session.Session(**self._tls)
         # requests' (connect, read) pair, which Session(timeout=) cannot take:
         # a black-holed site costs one connect timeout, as any call to it.
         t = self.timeouts.get(site, Timeouts())

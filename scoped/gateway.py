@@ -350,6 +350,7 @@ def _federation(config: Config) -> Federation | None:
         f"{identity}/v3",
         {n: s.tokens for n, s in sites},
         {n: s.timeouts for n, s in sites},
+        tls=config.tls,
     )
 
 

@@ -17,7 +17,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
-from .config import Config, SiteAuth
+from .config import Config, SiteAuth, TlsSettings
 from .errors import ScopedError
 
 log = logging.getLogger("scoped.identity")
@@ -42,7 +42,9 @@ def unversioned(url: str) -> str:
 class SiteIdentity:
     """The gateway's credentials at one site."""
 
-    def __init__(self, site: str, auth: SiteAuth, timeout: float) -> None:
+    def __init__(
+        self, site: str, auth: SiteAuth, timeout: float, tls: TlsSettings | None = None
+    ) -> None:
         self.site = site
         self.region = auth.region_name or site
         self.plugin = v3.Password(
@@ -53,7 +55,8 @@ class SiteIdentity:
             user_domain_name=auth.user_domain_name,
             project_domain_name=auth.project_domain_name,
         )
-        self.session = ks_session.Session(auth=self.plugin, timeout=timeout)
+        options = (tls or TlsSettings()).session_options()
+        self.session = ks_session.Session(auth=self.plugin, timeout=timeout, **options)
         self.last_token: str | None = None
 
     def token(self) -> str:
@@ -91,7 +94,7 @@ class Identities:
 
     def __init__(self, config: Config, on_renewal: Callable[[str], None] | None = None) -> None:
         self._sites = {
-            name: SiteIdentity(name, site.auth, site.timeouts.total)
+            name: SiteIdentity(name, site.auth, site.timeouts.total, config.tls)
             for name, site in config.sites.items()
             if site.auth is not None
         }

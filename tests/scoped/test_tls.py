@@ -20,6 +20,7 @@ from scoped.config import Timeouts, TlsSettings, parse_config
 from scoped.errors import CallError, ConfigError, Failure
 from scoped.gateway import Gateway
 from scoped.http import Request
+from scoped.identity import Identities
 from scoped.memory import Exchange, MemoryReply, MemoryUpstream, json_reply
 from scoped.tls import Peer, client_context, common_names, hop_refusal, server_context
 from scoped.upstream import HttpUpstream
@@ -458,3 +459,23 @@ def test_sessions_are_kept_per_origin(pki: dict[str, Any]) -> None:
 
     assert asyncio.run(main()) == (1, 1)
     assert handshakes == ["full", "full", "resumed", "resumed"]
+
+
+def test_keystone_sessions_verify_and_present_as_the_pool_does(pki: dict[str, Any]) -> None:
+    """The gateway's own Keystone calls (service tokens, catalogs, K2K
+    exchanges) go to https:// Keystones as every site call does: verified
+    against tls.ca, with this gateway's certificate."""
+    tls = settings(pki, "Berlin", serve=False)
+    auth = {"auth_url": "https://127.0.0.1:1/v3", "username": "scoped", "password": "x",
+            "project_name": "service"}  # fmt: skip
+    config = parse_config(
+        {
+            "site": "Berlin",
+            "sites": {"Berlin": {}, "Denver": {"auth": auth}},
+            "tls": dataclasses.asdict(tls),
+        }
+    )
+    session = Identities(config)._sites["Denver"].session
+    assert session.verify == pki["ca"]
+    assert session.cert == (tls.cert, tls.key)
+    assert TlsSettings().session_options() == {"verify": True, "cert": None}
