@@ -65,8 +65,6 @@ class Gateway:
             self.metrics.tls_handshakes.inc,
         )
         self.circuits = Circuits(config.site_names, config.circuit, self._circuit_changed)
-        for name in config.site_names:
-            self.metrics.circuit_state.labels(name).set(0)
         self.identities = Identities(
             config, lambda site: self.metrics.token_renewals.labels(site).inc()
         )
