@@ -4,8 +4,8 @@ TLS with mutual authentication between Berlin's and Denver's gateways.
 Each gateway site runs HAProxy in front: TLS with a certificate of the lab's
 CA (CN = the site), requests without a scope straight to the services, the
 rest to the gateway, a hop accepted only from the origin site's certificate.
-Berlin's gateway reaches Denver through an egress listener of its own
-HAProxy, which presents Berlin's certificate over the WAN link.
+Berlin's gateway reaches Denver's front door over TLS across the WAN link,
+presenting Berlin's certificate (``tls.serve: false``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def denver_token(lab: Lab) -> str:
 
 def test_the_link_between_gateways_carries_tls_only(lab: Lab) -> None:
     """Plain HTTP across the Berlin -> Denver link gets no HTTP answer: what
-    crosses it is TLS (Berlin's HAProxy speaks it; the front door wants it)."""
+    crosses it is TLS (Berlin's gateway speaks it; the front door wants it)."""
     forwards = (lab.dir / "links" / "forwards").read_text()
     assert f"Berlin Denver {BERLIN_TO_DENVER.split(':')[1]} 18543 front-door" in forwards
     with pytest.raises(httpx.HTTPError):
