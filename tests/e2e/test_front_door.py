@@ -10,6 +10,7 @@ presenting Berlin's certificate (``tls.serve: false``).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -95,3 +96,19 @@ def test_each_sites_certificate_names_it_and_its_key_is_private(lab: Lab) -> Non
         [cn] = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         assert cn.value == site
         assert (pki / f"{site.lower()}.key").stat().st_mode & 0o077 == 0
+
+
+def test_keystone_to_keystone_exchanges_cross_the_wan_over_tls(lab: Lab) -> None:
+    """Berlin's Keystone sends its users to Denver's Keystone at an https://
+    URL across the WAN link (Apache's TLS port, the lab CA), and plain HTTP
+    there gets no answer."""
+    out = lab.openstack("service", "provider", "show", "Denver", "-f", "json", cloud="Berlin")
+    assert out.returncode == 0, out.stderr
+    sp_url = json.loads(out.stdout)["sp_url"]
+    assert sp_url.startswith("https://127.0.0.1:") and sp_url.endswith("/v3/mellon/paosResponse")
+    port = sp_url.split(":")[2].split("/")[0]
+    assert f"Berlin Denver {port} 15143 k2k" in (lab.dir / "links" / "forwards").read_text()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/v3", timeout=10).raise_for_status()
+    with client(lab) as tls:
+        assert tls.get(f"https://127.0.0.1:{port}/v3").status_code == 200
