@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -302,12 +303,30 @@ def execute(run: Run, tempest: Path, regex: str, concurrency: int) -> None:
     print(f"[{run.name}] done in {run.seconds / 60:.1f} min (exit {run.rc})")
 
 
+_LINE = re.compile(r"^\{\d+\} (.+?)(?: \[[0-9.]+s\])? \.\.\. (ok|FAILED|SKIPPED)")
+_FROM_CONSOLE = {"ok": "success", "FAILED": "fail", "SKIPPED": "skip"}
+
+
+def console_outcomes(run_out: Path) -> dict[str, str]:
+    """The outcomes a run printed so far (``run.out``): for a run that was
+    stopped before stestr stored its results."""
+    result: dict[str, str] = {}
+    for line in run_out.read_text(errors="replace").splitlines():
+        m = _LINE.match(line.strip())
+        if m:
+            result[re.sub(r"\[[^\]]*\]$", "", m.group(1).strip())] = _FROM_CONSOLE[m.group(2)]
+    return result
+
+
 def outcomes(run: Run, venv: Path) -> dict[str, str]:
     """test id (without its [attributes]) -> success, fail, skip, ..."""
     stestr = venv / "bin" / "stestr"
     sub = subprocess.run(
         [str(stestr), "last", "--subunit"], cwd=run.workdir, capture_output=True, check=False
     )
+    if sub.returncode != 0 or not sub.stdout:
+        print(f"[{run.name}] no stored results; read from {run.workdir / 'run.out'}")
+        return console_outcomes(run.workdir / "run.out")
     (run.workdir / "results.subunit").write_bytes(sub.stdout)
     table = subprocess.run(
         [str(venv / "bin" / "subunit2csv")],
