@@ -51,6 +51,11 @@ class SiteToken:
     """Wall-clock seconds (``time.time()``)."""
 
 
+class NotIssuedHere(IdentityError):
+    """This site's Keystone does not know the token: another Keystone issued
+    it (or it expired, or was revoked)."""
+
+
 Exchange = Callable[[str, str], SiteToken]
 """``(site, user_token) -> SiteToken``, synchronous (run in a thread)."""
 
@@ -198,7 +203,7 @@ class Federation:
             raise_exc=False,
         )
         if resp.status_code in (401, 403, 404):
-            raise IdentityError(
+            raise NotIssuedHere(
                 f"{self.local}'s Keystone refused the token (expired or revoked), "
                 "so no token of another site can be had for it"
             )

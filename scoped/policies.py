@@ -35,7 +35,7 @@ from .carry import AUTH_TOKEN, attach, scope_of_token, strip
 from .circuit import Circuits, State, status_counts
 from .config import Retries, Timeouts
 from .errors import CallError, Failure, Skipped
-from .federation import Federation
+from .federation import Federation, NotIssuedHere
 from .http import IDEMPOTENT, Body, header
 from .identity import Identities, IdentityError
 from .upstream import Reply, Upstream
@@ -162,9 +162,11 @@ class FederatedTokens:
     token of that site's own Keystone (:mod:`scoped.federation`), carrying
     the request's scope with identity at that site, where it was issued.
     A site that refuses it (401) gets a new exchange on the next call.
-    Only a token this site's Keystone issued is exchanged: one whose scope
-    sends identity elsewhere (``<*: Denver>``: a token of Denver's) goes as
-    it is, good at its issuer, explained by a 401 anywhere else."""
+    A token this site's Keystone does not know, whose scope sends identity
+    to the very site called (``<*: Denver>``: its token request went to
+    Denver, so it is Denver's own), goes there as it is. The scope alone does
+    not say who issued a token: ``<keystone: Denver>`` with a Berlin token
+    (the client plugin asks for tokens at home) is exchanged."""
 
     __slots__ = ("federation", "inner")
 
@@ -183,10 +185,14 @@ class FederatedTokens:
     async def _as_site(self, call: SiteCall, token: str) -> Reply:
         bare = strip(token)
         scope = scope_of_token(token)
-        if scope is not None and issuer(scope) not in (None, self.federation.local):
-            return await self.inner(call)
         try:
             site_token = await self.federation.token_for(call.site, bare)
+        except NotIssuedHere as err:
+            if scope is not None and issuer(scope) == call.site:
+                # <*: Denver> through this gateway: a token of Denver's own
+                # (its token request went there), good there as it is.
+                return await self.inner(call)
+            raise CallError(str(err)) from None
         except IdentityError as err:
             raise CallError(str(err)) from None
         value = attach(site_token, identity_at(scope, call.site)) if scope else site_token

@@ -11,6 +11,7 @@ presenting Berlin's certificate (``tls.serve: false``).
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
 import httpx
@@ -28,8 +29,10 @@ BERLIN_TO_DENVER = "127.0.0.1:20100"  # the WAN link to Denver's front door
 
 def client(lab: Lab, cert: str | None = None) -> httpx.Client:
     pki = lab.dir / "pki"
-    pair = (str(pki / f"{cert}.pem"), str(pki / f"{cert}.key")) if cert else None
-    return httpx.Client(verify=str(pki / "ca.pem"), cert=pair, timeout=60)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
+    return httpx.Client(verify=ctx, timeout=60)
 
 
 def denver_token(lab: Lab) -> str:

@@ -261,9 +261,9 @@ def test_an_exchange_outlives_the_request_a_failed_sibling_cancelled(
 
 
 def test_a_token_issued_by_the_site_itself_goes_as_it_is(ks: dict[str, Keystone]) -> None:
-    """``<*: Denver>`` through Berlin's gateway: the user's token is
-    Denver's own (identity is at Denver), good there; nothing to exchange,
-    and Berlin's Keystone never sees it."""
+    """``<*: Denver>`` through Berlin's gateway, the token got through that
+    scope: Denver's own, unknown to Berlin's Keystone, good at Denver as it
+    is; nothing is exchanged."""
     gw, computes = gateway(ks)
     assert gw.federation is not None
     token = ks["Denver"].issue("alice")
@@ -272,7 +272,21 @@ def test_a_token_issued_by_the_site_itself_goes_as_it_is(ks: dict[str, Keystone]
     [sent] = computes["Denver"].tokens
     assert strip(sent) == token
     assert gw.federation.exchanges == 0
-    assert token not in " ".join(b for _, _, _, b in ks["Berlin"].seen)
+
+
+def test_a_home_token_whose_scope_sends_identity_elsewhere_is_exchanged(
+    ks: dict[str, Keystone],
+) -> None:
+    """``<keystone: Denver>`` with a Berlin token (the client plugin asks for
+    its token at home): the scope does not say who issued the token, Berlin's
+    Keystone does; Denver gets a token of its own."""
+    gw, computes = gateway(ks)
+    assert gw.federation is not None
+    resp = get(gw, ks["Berlin"].issue("alice"), "<*: Denver>")
+    assert resp.status == 200, resp.body
+    [sent] = computes["Denver"].tokens
+    assert ks["Denver"].valid(strip(sent)) is not None
+    assert gw.federation.exchanges == 1
 
 
 def test_with_no_project_configured_a_site_token_is_for_the_users_own_project(
