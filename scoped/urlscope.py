@@ -43,21 +43,29 @@ def scope_url(gateway: str, scope_text: str, service_path: str = "/identity/v3")
     return f"{gateway.rstrip('/')}{PREFIX}{encode_scope(text)}{service_path}"
 
 
+def _catalog(body: bytes) -> tuple[dict[str, Any], list[Any]] | None:
+    """A Keystone answer's document and its catalog (a token's, or
+    ``/v3/auth/catalog``'s), or None when it has none."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    token = data.get("token")
+    catalog = token.get("catalog") if isinstance(token, dict) else data.get("catalog")
+    return (data, catalog) if isinstance(catalog, list) else None
+
+
 def rewrite_catalog(body: bytes, origin: str, prefix: str) -> bytes:
     """Endpoint URLs of this gateway (``origin``) in a Keystone answer's
     catalog (a token's, or ``/v3/auth/catalog``) put under ``prefix``."""
     if origin.encode() not in body:
         return body
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    found = _catalog(body)
+    if found is None:
         return body
-    if not isinstance(data, dict):
-        return body
-    token = data.get("token")
-    catalog = token.get("catalog") if isinstance(token, dict) else data.get("catalog")
-    if not isinstance(catalog, list):
-        return body
+    data, catalog = found
     changed = False
     start = origin + "/"
     scoped = origin + prefix + "/"
@@ -88,16 +96,10 @@ def rewrite_remote_catalog(body: bytes, entry: str, routes: Mapping[str, tuple[s
     """
     if not routes or b'"catalog"' not in body:
         return body
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    found = _catalog(body)
+    if found is None:
         return body
-    if not isinstance(data, dict):
-        return body
-    token = data.get("token")
-    catalog = token.get("catalog") if isinstance(token, dict) else data.get("catalog")
-    if not isinstance(catalog, list):
-        return body
+    data, catalog = found
     changed = False
     entry = entry.rstrip("/")
     for service in catalog:
