@@ -113,6 +113,8 @@ class Federation:
     async def _exchange(self, key: tuple[bytes, str], site: str, user_token: str) -> SiteToken:
         try:
             got = await asyncio.to_thread(self.exchange, site, user_token)
+        except NotIssuedHere:
+            raise  # not an exchange: another Keystone's token (or a dead one)
         except BaseException:
             if self.observe is not None:
                 self.observe(site, False)

@@ -272,6 +272,7 @@ def test_a_token_issued_by_the_site_itself_goes_as_it_is(ks: dict[str, Keystone]
     [sent] = computes["Denver"].tokens
     assert strip(sent) == token
     assert gw.federation.exchanges == 0
+    assert "scoped_token_exchanges_total{" not in gw.metrics.render().decode()
 
 
 def test_a_home_token_whose_scope_sends_identity_elsewhere_is_exchanged(
