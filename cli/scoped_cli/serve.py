@@ -124,7 +124,11 @@ def serve(
         "access_log": False,
         "log_level": log_level,
         "server_header": False,
-        "proxy_headers": False,
+        # Behind a TLS front door (tls.serve: false), the links a gateway
+        # writes name the scheme the client used: X-Forwarded-Proto from
+        # loopback only. Anywhere else forwarded headers are not believed.
+        "proxy_headers": config.tls.cert is not None and not config.tls.serve,
+        "forwarded_allow_ips": "127.0.0.1",
         "date_header": False,
         "timeout_keep_alive": SERVER_KEEPALIVE,  # peers' pools close first
         "http": gateway_protocol(),  # a bounded head, no trailers as headers

@@ -366,3 +366,73 @@ def test_scoped_gateway_serves_https_and_knows_its_peers(tmp_path: Path) -> None
         proc.wait(timeout=10)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_behind_a_front_door_links_name_the_scheme_the_client_used(tmp_path: Path) -> None:
+    """``tls.serve: false``: the gateway serves plain HTTP on loopback behind
+    a front door that terminated TLS, and a ``Location`` it rewrites says
+    ``https://`` when the door says so (``X-Forwarded-Proto``)."""
+    ca = Authority(tmp_path / "ca")
+    berlin = ca.issue("Berlin")
+    backend = free_port()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readline() not in (b"\r\n", b""):
+            pass
+        location = f"http://127.0.0.1:{backend}/v2/images/x"
+        writer.write(
+            b"HTTP/1.1 201 Created\r\nlocation: %b\r\ncontent-length: 0\r\n"
+            b"connection: close\r\n\r\n" % location.encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    with LoopThread() as loop:
+        server = loop.call(asyncio.start_server(answer, "127.0.0.1", backend))
+        try:
+            plain, fronted, port = _behind_a_front_door(tmp_path, berlin, ca, backend)
+        finally:
+            server.close()
+    assert plain.status_code == fronted.status_code == 201
+    assert plain.headers["location"] == f"http://127.0.0.1:{port}/image/v2/images/x"
+    assert fronted.headers["location"] == f"https://127.0.0.1:{port}/image/v2/images/x"
+
+
+def _behind_a_front_door(
+    tmp_path: Path, cert: Issued, ca: Authority, backend: int
+) -> tuple[httpx.Response, httpx.Response, int]:
+    """``scoped gateway`` with ``tls.serve: false``: the same POST without and
+    with the front door's ``X-Forwarded-Proto``."""
+    path = tmp_path / "scoped.yaml"
+    config = {
+        "site": "Berlin",
+        "sites": {"Berlin": {}},
+        "backends": {"image": f"http://127.0.0.1:{backend}"},
+        "tls": {"cert": cert.cert, "key": cert.key, "ca": ca.bundle, "serve": False},
+    }
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    code = "import sys; from scoped_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{url}/healthz", timeout=2)
+                break
+            except httpx.ConnectError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.05)
+        plain = httpx.post(f"{url}/image/v2/images", timeout=10)
+        fronted = httpx.post(
+            f"{url}/image/v2/images", headers={"X-Forwarded-Proto": "https"}, timeout=10
+        )
+        return plain, fronted, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
