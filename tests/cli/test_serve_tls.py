@@ -6,6 +6,7 @@ peer whose certificate names a site (docs/design.md §4, §8)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ssl
 import subprocess
@@ -322,31 +323,16 @@ def test_scoped_gateway_serves_https_and_knows_its_peers(tmp_path: Path) -> None
     ca = Authority(tmp_path / "ca")
     berlin, denver, mallory = ca.issue("Berlin"), ca.issue("Denver"), ca.issue("Mallory")
     backend = free_port()
-    path = tmp_path / "scoped.yaml"
     config = {
         "site": "Berlin",
         "sites": {"Berlin": {}, "Denver": {"endpoints": {"compute": "https://127.0.0.1:9"}}},
         "backends": {"compute": f"http://127.0.0.1:{backend}"},
         "tls": {"cert": berlin.cert, "key": berlin.key, "ca": ca.bundle},
     }
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    code = "import sys; from scoped_cli.main import main; sys.exit(main(sys.argv[1:]))"
-    argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    url = f"https://127.0.0.1:{port}"
-    try:
-        ctx = ssl.create_default_context(cafile=ca.bundle)
-        for _ in range(200):
-            try:
-                health = httpx.get(f"{url}/healthz", verify=ctx, timeout=2)
-                break
-            except httpx.ConnectError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.05)
-        assert health.status_code == 200
+    with gateway_command(tmp_path, config, ssl.create_default_context(cafile=ca.bundle)) as (
+        url,
+        _,
+    ):
         hop = {HOP: "Denver>Berlin"}
 
         def get(issued: Issued) -> httpx.Response:
@@ -361,11 +347,6 @@ def test_scoped_gateway_serves_https_and_knows_its_peers(tmp_path: Path) -> None
         honoured = get(denver)
         assert honoured.status_code == 502
         assert honoured.headers["x-scope-sites"].startswith("Berlin=refused;")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def test_behind_a_front_door_links_name_the_scheme_the_client_used(tmp_path: Path) -> None:
@@ -403,34 +384,48 @@ def _behind_a_front_door(
 ) -> tuple[httpx.Response, httpx.Response, int]:
     """``scoped gateway`` with ``tls.serve: false``: the same POST without and
     with the front door's ``X-Forwarded-Proto``."""
-    path = tmp_path / "scoped.yaml"
     config = {
         "site": "Berlin",
         "sites": {"Berlin": {}},
         "backends": {"image": f"http://127.0.0.1:{backend}"},
         "tls": {"cert": cert.cert, "key": cert.key, "ca": ca.bundle, "serve": False},
     }
+    with gateway_command(tmp_path, config) as (url, port):
+        plain = httpx.post(f"{url}/image/v2/images", timeout=10)
+        fronted = httpx.post(
+            f"{url}/image/v2/images", headers={"X-Forwarded-Proto": "https"}, timeout=10
+        )
+    return plain, fronted, port
+
+
+@contextlib.contextmanager
+def gateway_command(
+    tmp_path: Path, config: dict[str, Any], verify: ssl.SSLContext | bool = True
+) -> Iterator[tuple[str, int]]:
+    """``scoped gateway`` itself (uvicorn with uvloop, as deployed) on
+    ``config``, once its ``/healthz`` answers: its base URL and port."""
+    path = tmp_path / "scoped.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
+    scheme = (
+        "https" if "cert" in config.get("tls", {}) and config["tls"].get("serve", True) else "http"
+    )
     code = "import sys; from scoped_cli.main import main; sys.exit(main(sys.argv[1:]))"
     argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
         for _ in range(200):
             try:
-                httpx.get(f"{url}/healthz", timeout=2)
+                health = httpx.get(f"{url}/healthz", verify=verify, timeout=2)
                 break
             except httpx.ConnectError:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 time.sleep(0.05)
-        plain = httpx.post(f"{url}/image/v2/images", timeout=10)
-        fronted = httpx.post(
-            f"{url}/image/v2/images", headers={"X-Forwarded-Proto": "https"}, timeout=10
-        )
-        return plain, fronted, port
+        assert health.status_code == 200
+        yield url, port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
