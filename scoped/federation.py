@@ -42,6 +42,9 @@ MARGIN = 60.0
 """Seconds before its expiry a cached site token is exchanged anew."""
 MAX_CACHED = 10_000
 """Site tokens kept (least recently used dropped first)."""
+UNKNOWN_FOR = 60.0
+"""Seconds a token this site's Keystone did not know is taken as unknown
+without asking again (a ``<*: Denver>`` client's every call would ask)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,19 @@ class Federation:
         self._tls = (tls or TlsSettings()).session_options()
         self._cache: OrderedDict[tuple[bytes, str], SiteToken] = OrderedDict()
         self._pending: dict[tuple[bytes, str], asyncio.Future[SiteToken]] = {}
+        self._unknown: OrderedDict[bytes, float] = OrderedDict()
+        """Digests of tokens this site's Keystone did not know, until when."""
         self.exchanges = 0
         """Exchanges made (for tests and metrics)."""
         self.observe: Callable[[str, bool], None] | None = None
         """Told of every exchange: (site, it succeeded)."""
+
+    @property
+    def _not_issued(self) -> str:
+        return (
+            f"{self.local}'s Keystone refused the token (expired or revoked), "
+            "so no token of another site can be had for it"
+        )
 
     def federated(self, site: str) -> bool:
         return site in self._sites
@@ -95,7 +107,11 @@ class Federation:
 
     async def token_for(self, site: str, user_token: str) -> str:
         """``site``'s token for the holder of ``user_token`` (cached)."""
-        key = (hashlib.sha256(user_token.encode()).digest(), site)
+        digest = hashlib.sha256(user_token.encode()).digest()
+        unknown_until = self._unknown.get(digest)
+        if unknown_until is not None and unknown_until > self._clock():
+            raise NotIssuedHere(self._not_issued)
+        key = (digest, site)
         cached = self._cache.get(key)
         if cached is not None and cached.expires_at - MARGIN > self._clock():
             self._cache.move_to_end(key)
@@ -114,7 +130,11 @@ class Federation:
         try:
             got = await asyncio.to_thread(self.exchange, site, user_token)
         except NotIssuedHere:
-            raise  # not an exchange: another Keystone's token (or a dead one)
+            # Not an exchange: another Keystone's token (or a dead one).
+            self._unknown[key[0]] = self._clock() + UNKNOWN_FOR
+            if len(self._unknown) > MAX_CACHED:
+                self._unknown.popitem(last=False)
+            raise
         except BaseException:
             if self.observe is not None:
                 self.observe(site, False)
@@ -205,10 +225,7 @@ class Federation:
             raise_exc=False,
         )
         if resp.status_code in (401, 403, 404):
-            raise NotIssuedHere(
-                f"{self.local}'s Keystone refused the token (expired or revoked), "
-                "so no token of another site can be had for it"
-            )
+            raise NotIssuedHere(self._not_issued)
         if not resp.ok:
             raise IdentityError(
                 f"cannot read the token at {self.local}'s Keystone: {resp.status_code}"

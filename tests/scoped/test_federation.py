@@ -273,6 +273,9 @@ def test_a_token_issued_by_the_site_itself_goes_as_it_is(ks: dict[str, Keystone]
     assert strip(sent) == token
     assert gw.federation.exchanges == 0
     assert "scoped_token_exchanges_total{" not in gw.metrics.render().decode()
+    reads = len(ks["Berlin"].seen)
+    assert get(gw, token, "<*: Denver>").status == 200
+    assert len(ks["Berlin"].seen) == reads  # known as not Berlin's: not asked again
 
 
 def test_a_home_token_whose_scope_sends_identity_elsewhere_is_exchanged(
