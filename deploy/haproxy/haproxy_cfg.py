@@ -93,21 +93,24 @@ def _hostport(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def read_scoped(path: Path) -> tuple[str, list[str], list[Service]]:
+def read_scoped(path: Path, filter_site: bool = False) -> tuple[str, list[str], list[Service]]:
     """This site's name, every site's name, and the services with a backend
     here: entry prefix as the gateway routes it (the path of this site's
-    endpoint, else ``/<service>``), backend address and path."""
+    endpoint, else ``/<service>``), backend address and path. At a filter
+    site (no gateway, no ``backends``) the services are this site's own
+    endpoints: the services that run the filter."""
     doc: Any = yaml.safe_load(path.read_text())
     site = doc["site"]
     sites = list(doc["sites"])
     local = (doc["sites"].get(site) or {}).get("endpoints") or {}
     services = []
-    for name, url in sorted((doc.get("backends") or {}).items()):
-        entry = local.get(name)
+    for name, url in sorted((local if filter_site else doc.get("backends") or {}).items()):
+        entry = None if filter_site else local.get(name)
         prefix = urlsplit(entry).path.rstrip("/") if entry else ""
         parts = urlsplit(url)
         if parts.scheme != "http":
-            raise SystemExit(f"haproxy_cfg: {path}: backends.{name}: expected http://, got {url}")
+            where = f"sites.{site}.endpoints" if filter_site else "backends"
+            raise SystemExit(f"haproxy_cfg: {path}: {where}.{name}: expected http://, got {url}")
         port = parts.port or 80
         host = parts.hostname or "127.0.0.1"
         services.append(Service(name, prefix or f"/{name}", host, port, parts.path.rstrip("/")))
@@ -131,33 +134,77 @@ def _quote(text: str) -> str:
     return f"'{text}'"
 
 
-def render(
-    *,
-    site: str,
-    sites: list[str],
-    services: list[Service],
-    listen: str,
-    gateway: str,
-    cert: str,
-    ca: str,
-    peers: list[Peer],
-    bufsize: int = BUFSIZE,
-    stats: str | None = None,
-    maxconn: int = 4096,
-    log: str | None = None,
-) -> str:
-    """The whole haproxy.cfg."""
-    gw_host, gw_port = _hostport(gateway, "--gateway")
+def _hop_rules(sites: list[str]) -> list[str]:
+    """The hop rule of a TLS front (docs/design.md §4), with the gateway's
+    answers. The hop mark skips the planning of the gateway or filter
+    behind; over TLS scoped honours it only from a peer whose certificate
+    names the origin site. HAProxy terminates TLS, so it applies that rule
+    itself, and what is behind (on loopback, plain HTTP) trusts what reaches
+    it. Defines ``has_hop``."""
     expected = (
         f"the {HOP_HEADER} header (a request forwarded by another site) is honoured only "
         "from a gateway of the federation: expected a client certificate, verified "
         "against the federation CA, whose subject CN is the name of a site "
         f"({', '.join(sites[:8])})"
     )
+    return [
+        f"    acl has_hop req.hdr_cnt({HOP_HEADER}) gt 0",
+        f"    http-request set-var(txn.hop_origin) req.fhdr({HOP_HEADER}),field(1,'>'),"
+        "ltrim(' '),rtrim(' ') if has_hop",
+        "    http-request set-var(txn.peer) ssl_c_s_dn(CN) if has_hop { ssl_c_used }",
+        "    acl peer_cert ssl_c_used ssl_c_verify 0",
+        "    acl peer_is_site var(txn.peer) -m str " + " ".join(sites),
+        "    acl peer_is_origin var(txn.hop_origin),strcmp(txn.peer) eq 0",
+        "    http-request return "
+        + _refusal(f"{expected}; this connection presented none")
+        + " if has_hop !peer_cert",
+        "    http-request return "
+        + _refusal(f"{expected}; the certificate of this connection names no site")
+        + " if has_hop !peer_is_site",
+        "    http-request return "
+        + _refusal(
+            f"the {HOP_HEADER} header says this request comes from another site than "
+            "the one the certificate of this connection names"
+        )
+        + " if has_hop !peer_is_origin",
+    ]
+
+
+def render(
+    *,
+    site: str,
+    sites: list[str],
+    services: list[Service],
+    listen: str | None,
+    gateway: str | None,
+    cert: str,
+    ca: str,
+    peers: list[Peer],
+    service_listen: dict[str, str] | None = None,
+    bufsize: int = BUFSIZE,
+    stats: str | None = None,
+    maxconn: int = 4096,
+    log: str | None = None,
+) -> str:
+    """The whole haproxy.cfg: the front door of a gateway site (``listen``,
+    ``gateway``), or of a site whose services run scoped's WSGI filter
+    (``service_listen``: a TLS front per service, in front of the service
+    itself; no gateway)."""
+    filter_site = bool(service_listen)
     out = [
         f"# HAProxy front door of site {site}: written by deploy/haproxy/haproxy_cfg.py",
-        "# (deploy/haproxy/README.md). Requests without a scope go straight to the",
-        "# site's services; requests with one, and hops from peer gateways, to the gateway.",
+        *(
+            [
+                "# (deploy/haproxy/README.md). TLS in front of each service, which runs",
+                "# scoped's WSGI filter itself; hops only from the origin site's certificate.",
+            ]
+            if filter_site
+            else [
+                "# (deploy/haproxy/README.md). Requests without a scope go straight to",
+                "# the site's services; requests with one, and hops from peer gateways,",
+                "# to the gateway.",
+            ]
+        ),
         "global",
         *([f"    log {log} local0"] if log else []),
         f"    maxconn {maxconn}",
@@ -180,37 +227,47 @@ def render(
         # every request to replay, which halved the bypass's req/s here.
         "    retries 2",
         "",
+    ]
+    bind = f"ssl crt {cert} ca-file {ca} verify optional alpn http/1.1"
+    if service_listen:
+        out += _filter_fronts(sites, services, service_listen, bind)
+    else:
+        if listen is None or gateway is None:
+            raise SystemExit("haproxy_cfg: a gateway site needs --listen and --gateway")
+        out += _gateway_front(sites, services, listen, gateway, bind, maxconn)
+    for p in peers:
+        host, port = _hostport(p.target, f"--peer {p.name}")
+        name = p.servername or host
+        out += [
+            f"listen egress_{_safe(p.name)}",
+            f"    # Calls to {p.name}, over mutual TLS with this site's",
+            "    # certificate (what is behind HAProxy may have none of its own).",
+            f"    bind {p.listen}",
+            "    http-reuse always",
+            f"    server {_safe(p.name)} {host}:{port} ssl verify required ca-file {ca} "
+            f"crt {cert} sni str({name}) verifyhost {name} alpn http/1.1",
+            "",
+        ]
+    if stats:
+        out += ["frontend stats", f"    bind {stats}", "    stats enable", "    stats uri /", ""]
+    return "\n".join(out)
+
+
+def _gateway_front(
+    sites: list[str], services: list[Service], listen: str, gateway: str, bind: str, maxconn: int
+) -> list[str]:
+    """One front: unscoped requests straight to the services, the rest to
+    the gateway."""
+    gw_host, gw_port = _hostport(gateway, "--gateway")
+    out = [
         "frontend site",
-        f"    bind {listen} ssl crt {cert} ca-file {ca} verify optional alpn http/1.1",
+        f"    bind {listen} {bind}",
         "    http-request set-header X-Forwarded-Proto https",
         # Everything scoped reads a scope from (docs/design.md §4, §8).
         f"    acl has_scope req.hdr_cnt({SCOPE_HEADER}) gt 0",
-        f"    acl has_hop req.hdr_cnt({HOP_HEADER}) gt 0",
         f"    acl scoped_url path_beg {URL_PREFIX}",
         *(f"    acl scoped_token req.hdr({h}) -m sub {SUFFIX}" for h in TOKEN_HEADERS),
-        # The hop mark skips the gateway's planning. Over TLS the gateway
-        # honours it only from a peer whose certificate names the origin site
-        # (docs/design.md §4); HAProxy terminates TLS, so it applies that rule
-        # here, with the same answers, and the gateway (on loopback, plain
-        # HTTP) trusts what reaches it.
-        f"    http-request set-var(txn.hop_origin) req.fhdr({HOP_HEADER}),field(1,'>'),"
-        "ltrim(' '),rtrim(' ') if has_hop",
-        "    http-request set-var(txn.peer) ssl_c_s_dn(CN) if has_hop { ssl_c_used }",
-        "    acl peer_cert ssl_c_used ssl_c_verify 0",
-        "    acl peer_is_site var(txn.peer) -m str " + " ".join(sites),
-        "    acl peer_is_origin var(txn.hop_origin),strcmp(txn.peer) eq 0",
-        "    http-request return "
-        + _refusal(f"{expected}; this connection presented none")
-        + " if has_hop !peer_cert",
-        "    http-request return "
-        + _refusal(f"{expected}; the certificate of this connection names no site")
-        + " if has_hop !peer_is_site",
-        "    http-request return "
-        + _refusal(
-            f"the {HOP_HEADER} header says this request comes from another site than "
-            "the one the certificate of this connection names"
-        )
-        + " if has_hop !peer_is_origin",
+        *_hop_rules(sites),
         "    use_backend gateway if has_scope || has_hop || scoped_url || scoped_token",
     ]
     for s in services:
@@ -235,22 +292,38 @@ def render(
             f"    server {_safe(s.name)} {s.host}:{s.port} pool-purge-delay {POOL_PURGE}s",
             "",
         ]
-    for p in peers:
-        host, port = _hostport(p.target, f"--peer {p.name}")
-        name = p.servername or host
+    return out
+
+
+def _filter_fronts(
+    sites: list[str], services: list[Service], service_listen: dict[str, str], bind: str
+) -> list[str]:
+    """A front per service of a filter site: every request goes to the
+    service (its filter reads the scope), a hop only from its origin."""
+    by_name = {s.name: s for s in services}
+    unknown = sorted(set(service_listen) - set(by_name))
+    if unknown:
+        raise SystemExit(
+            f"haproxy_cfg: --service {unknown[0]}: no endpoint of this site in scoped.yaml "
+            f"for it (expected one of: {', '.join(sorted(by_name)) or 'none'})"
+        )
+    out: list[str] = []
+    for name, where in service_listen.items():
+        s = by_name[name]
+        front = _safe(name)
         out += [
-            f"listen egress_{_safe(p.name)}",
-            f"    # This gateway's calls to {p.name}, over mutual TLS with this site's",
-            "    # certificate (the gateway behind HAProxy has none of its own).",
-            f"    bind {p.listen}",
-            "    http-reuse always",
-            f"    server {_safe(p.name)} {host}:{port} ssl verify required ca-file {ca} "
-            f"crt {cert} sni str({name}) verifyhost {name} alpn http/1.1",
+            f"frontend front_{front}",
+            f"    # {name}: TLS in front of the service and its WSGI filter",
+            f"    bind {where} {bind}",
+            "    http-request set-header X-Forwarded-Proto https",
+            *_hop_rules(sites),
+            f"    default_backend svc_{front}",
+            "",
+            f"backend svc_{front}",
+            f"    server {front} {s.host}:{s.port} pool-purge-delay {POOL_PURGE}s",
             "",
         ]
-    if stats:
-        out += ["frontend stats", f"    bind {stats}", "    stats enable", "    stats uri /", ""]
-    return "\n".join(out)
+    return out
 
 
 def combined_pem(cert: Path, key: Path | None, folder: Path) -> str:
@@ -275,11 +348,27 @@ def _peer(value: str) -> Peer:
     return Peer(name, listen, target, servername or None)
 
 
+def _service(value: str) -> tuple[str, str]:
+    name, sep, listen = value.partition("=")
+    if not (sep and name and listen):
+        raise argparse.ArgumentTypeError(f"expected TYPE=ADDR:PORT, got {value!r}")
+    return name, listen
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--scoped", type=Path, required=True, help="the site gateway's scoped.yaml")
-    ap.add_argument("--listen", required=True, help="where HAProxy serves HTTPS (ADDR:PORT)")
-    ap.add_argument("--gateway", required=True, help="the gateway's listen address (HOST:PORT)")
+    ap.add_argument("--listen", help="where HAProxy serves HTTPS (ADDR:PORT), a gateway site")
+    ap.add_argument("--gateway", help="the gateway's listen address (HOST:PORT)")
+    ap.add_argument(
+        "--service",
+        type=_service,
+        action="append",
+        default=[],
+        help="TYPE=ADDR:PORT: at a site whose services run scoped's WSGI filter (no "
+        "gateway), a TLS front on ADDR:PORT for its service TYPE (its endpoint in "
+        "scoped.yaml); repeat per service. Instead of --listen and --gateway",
+    )
     ap.add_argument("--cert", type=Path, required=True, help="this site's certificate (PEM)")
     ap.add_argument("--key", type=Path, help="its key, if not in --cert")
     ap.add_argument("--ca", type=Path, required=True, help="the federation's CA bundle")
@@ -298,7 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stats", help="ADDR:PORT of an HTTP stats page (none by default)")
     ap.add_argument("--out", type=Path, help="write here (and the combined PEM beside it)")
     args = ap.parse_args(argv)
-    site, sites, services = read_scoped(args.scoped)
+    if args.service and (args.listen or args.gateway):
+        ap.error("--service (a filter site) goes without --listen and --gateway")
+    if not args.service and not (args.listen and args.gateway):
+        ap.error("expected --listen and --gateway (a gateway site), or --service (a filter site)")
+    site, sites, services = read_scoped(args.scoped, filter_site=bool(args.service))
     folder = args.out.parent if args.out else Path.cwd()
     text = render(
         site=site,
@@ -309,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         cert=combined_pem(args.cert, args.key, folder),
         ca=str(args.ca),
         peers=args.peer,
+        service_listen=dict(args.service) or None,
         bufsize=args.bufsize,
         stats=args.stats,
         log=args.log,

@@ -140,31 +140,28 @@ class HaProxy:
 
 
 def start_haproxy(
-    binary: str, folder: Path, scoped_yaml: Path, gateway: str, cert: Issued, ca: str, **more: str
+    binary: str,
+    folder: Path,
+    scoped_yaml: Path,
+    gateway: str | None,
+    cert: Issued,
+    ca: str,
+    services: tuple[str, ...] = (),
+    **more: str,
 ) -> HaProxy:
     """Write the site's config with the generator, start haproxy in the
-    foreground and wait until it serves TLS."""
+    foreground and wait until it serves TLS: the front door of a gateway
+    site (``gateway``), or of a filter site (``services``: a front for each,
+    the first one's URL returned)."""
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "haproxy.cfg"
-    args = [
-        sys.executable,
-        str(GENERATOR),
-        "--scoped",
-        str(scoped_yaml),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--gateway",
-        gateway,
-        "--cert",
-        cert.cert,
-        "--key",
-        cert.key,
-        "--ca",
-        ca,
-        "--out",
-        str(cfg),
-    ]
+    args = [sys.executable, str(GENERATOR), "--scoped", str(scoped_yaml)]
+    if gateway is not None:
+        args += ["--listen", f"127.0.0.1:{port}", "--gateway", gateway]
+    for i, service in enumerate(services):
+        args += ["--service", f"{service}=127.0.0.1:{port if i == 0 else free_port()}"]
+    args += ["--cert", cert.cert, "--key", cert.key, "--ca", ca, "--out", str(cfg)]
     for key, value in more.items():
         args += [f"--{key}", value]
     subprocess.run(args, check=True, capture_output=True, timeout=60)
@@ -205,6 +202,7 @@ class Site:
     scoped_yaml: Path
     folder: Path
     started: list[HaProxy] = field(default_factory=list)
+    berlin_url: str = ""
 
     def client(self, cert: str | None = None) -> httpx.Client:
         ctx = ssl.create_default_context(cafile=self.ca.bundle)
@@ -290,6 +288,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 scoped_yaml,
                 folder,
                 [proxy],
+                urls["Berlin"],
             )
             try:
                 yield found
@@ -532,3 +531,106 @@ def test_an_egress_target_given_by_address_is_checked_against_a_name() -> None:
     assert "sni str(localhost) verifyhost localhost" in text
     plain = generator._peer("Denver=127.0.0.1:18450=denver.example.org:443")
     assert plain.servername is None
+
+
+@pytest.fixture(scope="module")
+def filter_front(site: Site) -> Iterator[str]:
+    """Paris, a site whose services run the WSGI filter: HAProxy in front of
+    its compute service (Berlin's stand-in plays it), no gateway."""
+    scoped_yaml = site.folder / "paris.yaml"
+    service = site.berlin_url + "/"
+    paris = {
+        "site": "Paris",
+        "sites": {
+            "Paris": {"endpoints": {"compute": service, "image": service}},
+            "Berlin": {"endpoints": {"compute": site.front + "/compute"}},
+            "Denver": {"endpoints": {"compute": site.front + "/compute"}},
+        },
+    }
+    scoped_yaml.write_text(yaml.safe_dump(paris))
+    proxy = start_haproxy(
+        site.haproxy,
+        site.folder / "paris",
+        scoped_yaml,
+        None,
+        site.certs["Denver"],  # any certificate of the federation serves here
+        site.ca.bundle,
+        services=("compute", "image"),
+    )
+    assert proxy.config.count("frontend front_") == 2
+    assert "backend gateway" not in proxy.config
+    try:
+        yield proxy.url
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Scope": "<compute: Berlin>"},  # the filter behind reads it
+        {"X-Auth-Token": "gAAAA-user!scope!" + encode_scope("<compute: Berlin>")},
+    ],
+)
+def test_a_filter_sites_front_sends_everything_to_the_service(
+    site: Site, filter_front: str, headers: dict[str, str]
+) -> None:
+    site.reset()
+    with site.client() as client:
+        resp = client.get(filter_front + "/v2.1/servers", headers=headers)
+    assert resp.status_code == 200, resp.text
+    got = site.berlin.requests()
+    assert [(r.method, r.path) for r in got] == [("GET", "/v2.1/servers")]  # path as sent
+    assert got[0].headers["x-forwarded-proto"] == "https"
+    for name, value in headers.items():
+        assert got[0].headers[name.lower()] == value
+    assert site.recorder.seen == []
+
+
+@pytest.mark.parametrize(
+    ("cert", "hop", "says"),
+    [
+        (None, "Berlin > Paris", "this connection presented none"),
+        ("Mallory", "Mallory > Paris", "names no site"),
+        ("Denver", "Berlin > Paris", "comes from another site"),
+        ("Berlin", "Berlin > Paris", None),
+    ],
+)
+def test_a_filter_sites_front_honours_a_hop_only_from_its_origin(
+    site: Site, filter_front: str, cert: str | None, hop: str, says: str | None
+) -> None:
+    site.reset()
+    with site.client(cert) as client:
+        resp = client.get(filter_front + "/v2.1/servers", headers={"X-Scoped-Hop": hop})
+    if says is None:
+        assert resp.status_code == 200, resp.text
+        assert [r.headers["x-scoped-hop"] for r in site.berlin.requests()] == [hop]
+    else:
+        assert resp.status_code == 403
+        assert says in resp.json()["error"]["message"]
+        assert site.berlin.requests() == []
+
+
+def test_a_filter_site_front_for_a_service_it_does_not_run_is_refused(site: Site) -> None:
+    scoped_yaml = site.folder / "paris-bad.yaml"
+    scoped_yaml.write_text(
+        yaml.safe_dump(
+            {"site": "Paris", "sites": {"Paris": {"endpoints": {"compute": site.berlin_url}}}}
+        )
+    )
+    run = subprocess.run(
+        [sys.executable, str(GENERATOR), "--scoped", str(scoped_yaml), "--service",
+         "network=127.0.0.1:1", "--cert", "c.pem", "--ca", "ca.pem"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "--service network: no endpoint of this site" in run.stderr
+    assert "expected one of: compute" in run.stderr
+    both = subprocess.run(
+        [sys.executable, str(GENERATOR), "--scoped", str(scoped_yaml), "--service",
+         "compute=127.0.0.1:1", "--listen", "127.0.0.1:2", "--cert", "c.pem", "--ca", "ca.pem"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert both.returncode == 2
+    assert "goes without --listen and --gateway" in both.stderr
