@@ -46,7 +46,7 @@ from scoped.errors import ConfigError
 from scoped.gateway import EMPTY, Gateway, applied_scope
 from scoped.http import SMALL_BODY, Body, Request, Response, error_response
 from scoped.respond import scope_headers
-from scoped.tls import client_context
+from scoped.tls import NO_PEER, Peer, client_context
 from scoped.upstream import HttpUpstream
 
 from .bridge import LoopThread, Worker, current_loop_thread, loop_thread, stop_loop_thread
@@ -239,6 +239,7 @@ class ScopedFilter:
                 headers=_headers(environ),
                 entry_url=_host_url(environ) + wsgi_path(root),
                 body=_body(environ, worker),
+                peer=_peer(environ),
             )
             resp = worker.run(_handle(gateway, origin, req))
         except BaseException:
@@ -261,6 +262,20 @@ def _unscoped(environ: WSGIEnvironment) -> bool:
     if any(key in environ for key in _MARK_ENV):
         return False
     return not any(SUFFIX in environ.get(key, "") for key in _TOKEN_ENV)
+
+
+def _peer(environ: WSGIEnvironment) -> Peer:
+    """The client's connection as a TLS-terminating WSGI server saw it:
+    Apache's mod_ssl says ``HTTPS=on`` and, with ``SSLOptions +StdEnvVars``,
+    the client certificate it verified (``SSL_CLIENT_VERIFY=SUCCESS``,
+    ``SSL_CLIENT_S_DN`` in RFC 2253 form). No client can set these: its
+    headers arrive as ``HTTP_*``. ``wsgi.url_scheme`` is no proof of TLS (a
+    proxy-headers middleware sets it from ``X-Forwarded-Proto``)."""
+    if str(environ.get("HTTPS", "")).lower() not in ("on", "1"):
+        return NO_PEER
+    subject = environ.get("SSL_CLIENT_S_DN")
+    verified = environ.get("SSL_CLIENT_VERIFY") == "SUCCESS"
+    return Peer(tls=True, subject=subject if verified and subject else None)
 
 
 def _headers(environ: WSGIEnvironment) -> tuple[tuple[str, str], ...]:

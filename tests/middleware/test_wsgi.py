@@ -39,6 +39,7 @@ import httpx
 import pytest
 import webob
 import webob.exc
+import yaml
 from paste.deploy import loadapp
 from scoped_middleware import wsgi as scoped_wsgi
 from scoped_middleware.wsgi import ScopedFilter, wrap
@@ -47,6 +48,7 @@ from scoped.carry import attach
 from scoped.errors import ConfigError
 from tests.federation import free_port
 from tests.federation import scope_sites as sites_of
+from tests.pki import Authority
 from tests.standin import PATTERN, SiteData, make_items, pattern_sha256, serve_sites_in_thread
 
 FILTER_SITES = ("Berlin", "Denver", "Paris")
@@ -1230,3 +1232,68 @@ def test_large_bodies_stream_through_the_filter_in_bounded_memory(tmp_path: Path
         print(f"\n{label} of {mib:.0f} MiB through the filter: {mib / seconds:.0f} MiB/s")
     print(f"peak RSS growth of the WSGI process: {growth / (1024 * 1024):.1f} MiB")
     assert growth < max_growth
+
+
+@pytest.mark.parametrize(
+    ("environ", "honoured", "says"),
+    [
+        ({}, False, "over plain HTTP"),
+        ({"HTTPS": "on", "SSL_CLIENT_VERIFY": "NONE"}, False, "presented none"),
+        (
+            {
+                "HTTPS": "on",
+                "SSL_CLIENT_VERIFY": "FAILED:unknown CA",
+                "SSL_CLIENT_S_DN": "CN=Berlin",
+            },
+            False,
+            "presented none",
+        ),
+        # A client's own header is HTTP_SSL_CLIENT_S_DN: never the server's word.
+        ({"HTTPS": "on", "HTTP_SSL_CLIENT_S_DN": "CN=Berlin"}, False, "presented none"),
+        (
+            {"HTTPS": "on", "SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": "CN=Denver,O=lab"},
+            False,
+            "certificate names 'Denver'",
+        ),
+        (
+            {"HTTPS": "on", "SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": "CN=Berlin,O=lab"},
+            True,
+            "",
+        ),
+    ],
+)
+def test_a_filter_under_mod_ssl_honours_a_hop_only_from_the_origins_certificate(
+    tmp_path: Path, environ: dict[str, str], honoured: bool, says: str
+) -> None:
+    """A filter with ``tls.cert`` served by Apache's mod_ssl (``SSLVerifyClient
+    optional``, ``SSLOptions +StdEnvVars``) reads the verified client
+    certificate from the environ, as the gateway reads it from its server."""
+    ca = Authority(tmp_path / "pki")
+    paris = ca.issue("Paris")
+    config = tmp_path / "scoped.yaml"
+    sites = {
+        n: {"endpoints": {"image": f"http://127.0.0.{i + 1}:9"}} for i, n in enumerate(FILTER_SITES)
+    }
+    tls = {"cert": paris.cert, "key": paris.key, "ca": ca.bundle}
+    config.write_text(yaml.safe_dump({"site": "Paris", "sites": sites, "tls": tls}))
+    seen: list[str] = []
+
+    def glance(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"images": []}']
+
+    app = wrap(glance, config_file=config, service_type="image")
+    try:
+        req = webob.Request.blank("/v2/images", headers={"X-Scoped-Hop": "Berlin>Paris"})
+        req.environ.update(environ)
+        resp = req.get_response(app)
+    finally:
+        app.close()
+    if honoured:
+        assert resp.status_int == 200, resp.text
+        assert seen == ["/v2/images"]  # served here, by the service itself
+    else:
+        assert resp.status_int == 403, resp.text
+        assert says in resp.json["error"]["message"]
+        assert seen == []
