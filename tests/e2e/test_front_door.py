@@ -1,16 +1,19 @@
-"""End to end: the gateway sites' HAProxy front doors (deploy/haproxy/), and
-TLS with mutual authentication between Berlin's and Denver's gateways.
+"""End to end: the sites' HAProxy front doors (deploy/haproxy/), and TLS
+with mutual authentication on every WAN link of the lab.
 
 Each gateway site runs HAProxy in front: TLS with a certificate of the lab's
 CA (CN = the site), requests without a scope straight to the services, the
 rest to the gateway, a hop accepted only from the origin site's certificate.
 Berlin's gateway reaches Denver's front door over TLS across the WAN link,
-presenting Berlin's certificate (``tls.serve: false``).
+presenting Berlin's certificate (``tls.serve: false``). Paris, whose
+services run the WSGI filter, has a TLS front per service that applies the
+same hop rule; its filter calls the gateway sites' front doors over TLS.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from .conftest import Lab
 pytestmark = pytest.mark.e2e
 
 DENVER_FRONT = "https://127.0.0.1:18543"
+PARIS_COMPUTE_FRONT = "https://127.0.0.1:18645"  # Paris's nova, behind its HAProxy
 BERLIN_TO_DENVER = "127.0.0.1:20100"  # the WAN link to Denver's front door
 
 
@@ -50,6 +54,49 @@ def test_the_link_between_gateways_carries_tls_only(lab: Lab) -> None:
         httpx.get(f"http://{BERLIN_TO_DENVER}/healthz", timeout=10)
     with client(lab) as tls:  # the same link, over TLS: Denver's front door
         assert tls.get(f"https://{BERLIN_TO_DENVER}/healthz").status_code == 200
+
+
+def test_every_wan_link_carries_tls_only(lab: Lab) -> None:
+    """Every path between two sites, to a gateway site's front door, to each
+    service of the filter site, or to a Keystone for K2K, ends in a TLS
+    server with a certificate of the lab CA: plain HTTP gets no answer."""
+    lines = (lab.dir / "links" / "forwards").read_text().splitlines()
+    links = [line.split() for line in lines if line and not line.startswith("#")]
+    kinds = {what for *_, what in links}
+    assert kinds >= {"front-door", "k2k", "compute-front", "identity-front"}, kinds
+    assert all(what.endswith(("front-door", "-front", "k2k")) for what in kinds), kinds
+    ctx = ssl.create_default_context(cafile=str(lab.dir / "pki" / "ca.pem"))
+    for src, dst, listen, _target, what in links:
+        where = f"{src} -> {dst} {what} (127.0.0.1:{listen})"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{listen}/", timeout=10).raise_for_status()
+        raw = socket.create_connection(("127.0.0.1", int(listen)), timeout=10)
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3"), where
+
+
+@pytest.mark.parametrize(
+    ("cert", "refused"),
+    [
+        (None, "this connection presented none"),
+        ("denver", "another site than the one the certificate of this connection names"),
+        ("berlin", None),
+    ],
+)
+def test_the_filter_sites_front_honours_a_hop_only_from_its_origin(
+    lab: Lab, cert: str | None, refused: str | None
+) -> None:
+    out = lab.openstack("token", "issue", "-f", "value", "-c", "id", cloud="Paris")
+    assert out.returncode == 0, out.stderr
+    headers = {"X-Auth-Token": out.stdout.strip(), "X-Scoped-Hop": "Berlin>Paris"}
+    with client(lab, cert) as tls:
+        resp = tls.get(f"{PARIS_COMPUTE_FRONT}/v2.1/servers", headers=headers)
+    if refused is None:
+        assert resp.status_code == 200, resp.text
+        assert "vm-paris" in {s["name"] for s in resp.json()["servers"]}
+    else:
+        assert resp.status_code == 403
+        assert refused in resp.json()["error"]["message"]
 
 
 def test_the_front_door_sends_unscoped_requests_to_the_service_itself(lab: Lab) -> None:
