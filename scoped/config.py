@@ -132,8 +132,9 @@ class TlsSettings:
     the certificate is only this gateway's client certificate; it serves
     plain HTTP, on loopback, behind a front door that terminates TLS and
     applies the hop rule itself (deploy/haproxy). Paths are read as given
-    (relative ones from the working directory), at start: a change takes a
-    restart."""
+    (relative ones from the working directory), at start, and again on
+    SIGHUP (``scoped gateway``: a renewed certificate without a restart;
+    the other keys take one)."""
 
     cert: str | None = None
     key: str | None = None

@@ -9,6 +9,9 @@ Three things, all decided here so that the front ends stay thin:
   (:class:`ResumingContext`);
 - the **server context** check: the files ``scoped gateway`` hands to its
   server are loaded here first, so a bad file is a clear error at start;
+- **a certificate renewed without a restart**: every context built here
+  (and the server's, handed in with :func:`track`) can load its files again
+  (:func:`reload_certificates`, on SIGHUP in ``scoped gateway``);
 - **who may send the hop header**: the front end hands in the peer as its
   server verified it (:class:`Peer`, the subject of the client certificate);
   :func:`hop_refusal` says whether a request marked as forwarded by another
@@ -20,6 +23,8 @@ from __future__ import annotations
 import contextvars
 import re
 import ssl
+import time
+import weakref
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,7 +55,12 @@ class ResumingContext(ssl.SSLContext):
     connected to (:data:`RESUME`), so a new connection to a site resumes
     (an abbreviated handshake, no certificate exchange or signatures)
     instead of a full handshake. Python's asyncio never resumes on its own.
-    Measured by ``tests/bench/bench_gateway.py --tls``."""
+    Measured by ``tests/bench/bench_gateway.py --tls``. A session made
+    before the certificates were last reloaded is not offered: it would
+    carry the old client certificate's identity on."""
+
+    reloaded = 0
+    """When the files were last reloaded (whole seconds, as ``SSLSession.time``)."""
 
     def wrap_bio(
         self,
@@ -62,8 +72,9 @@ class ResumingContext(ssl.SSLContext):
     ) -> ssl.SSLObject:
         if session is None and not server_side:
             origin = RESUME.get()
-            if origin is not None:
-                session = origin.session
+            offered = origin.session if origin is not None else None
+            if offered is not None and offered.time > self.reloaded:
+                session = offered
         return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
 
 
@@ -80,6 +91,7 @@ def client_context(settings: TlsSettings, source: str = "<config>") -> ResumingC
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if settings.cert is not None:
         _load_chain(ctx, settings, source)
+    track(ctx, settings, source)
     return ctx
 
 
@@ -144,6 +156,51 @@ def _reason(err: OSError | ssl.SSLError) -> str:
     if isinstance(err, ssl.SSLError) and err.reason:
         return str(err.reason).lower().replace("_", " ")
     return err.strerror or str(err)
+
+
+# -- certificates renewed while serving ------------------------------------
+
+_LIVE: weakref.WeakKeyDictionary[ssl.SSLContext, tuple[TlsSettings, str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Every context in use, with the settings it was loaded from."""
+
+
+def track(ctx: ssl.SSLContext, settings: TlsSettings, source: str) -> None:
+    """Reload ``ctx`` too when certificates are reloaded (a server's own
+    context, built by the server from the same files)."""
+    _LIVE[ctx] = (settings, source)
+
+
+def reload_certificates() -> list[str]:
+    """Load every live context's certificate, key and CA bundle again, from
+    the same paths: a renewed certificate (or a CA added to the bundle) is
+    used by the next handshake, and no connection is dropped (established
+    ones keep what they negotiated; resumed sessions keep the identity they
+    were made with until they expire). A pair that does not load, or whose
+    key does not match, is tried on a scratch context first and changes
+    nothing: the old certificate stays in use. What went wrong, each error
+    once (the server's and the pool's context share the files; empty: every
+    context reloaded)."""
+    errors: list[str] = []
+    for ctx, (settings, source) in list(_LIVE.items()):
+        try:
+            if settings.cert is not None:
+                _load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), settings, source)
+                _load_chain(ctx, settings, source)
+            if settings.ca is not None:
+                _load(source, "tls.ca", "a PEM bundle of CA certificates",
+                      ctx.load_verify_locations, settings.ca)  # fmt: skip
+            if isinstance(ctx, ResumingContext):
+                ctx.reloaded = int(time.time())
+        except ConfigError as err:
+            errors.append(str(err))
+    return list(dict.fromkeys(errors))
+
+
+def tracked() -> int:
+    """How many contexts a reload reaches."""
+    return len(_LIVE)
 
 
 # -- who sent a request: the hop header's trust ---------------------------

@@ -11,13 +11,14 @@ import importlib
 import logging
 import os
 import resource
+import signal
 import ssl
 from types import ModuleType
 from typing import Any
 
 from scoped.config import Config, TlsSettings
 from scoped.errors import ConfigError, ScopedError
-from scoped.tls import client_cert_mode, server_context
+from scoped.tls import client_cert_mode, reload_certificates, server_context, track, tracked
 from scoped.tuning import tune_gc
 from scoped.upstream import SERVER_KEEPALIVE
 
@@ -138,7 +139,23 @@ def serve(
         "ws": "none",
     }
     options.update(uvicorn_tls(config.tls))  # over HTTPS, its certificate and CA
-    uvicorn.run(app, host=host, port=port, **options)
+    server_config = uvicorn.Config(app, host=host, port=port, **options)
+    server_config.load()  # builds its SSL context now, to be reloaded with the rest
+    if server_config.ssl is not None:
+        track(server_config.ssl, config.tls, config.source)
+    signal.signal(signal.SIGHUP, _reload_on_hangup)
+    uvicorn.Server(server_config).run()
+
+
+def _reload_on_hangup(signum: int, frame: object) -> None:
+    """SIGHUP: load the certificate, key and CA bundle again from the same
+    paths (a renewed certificate, without a restart or a dropped
+    connection); a file that does not load leaves the old one in use."""
+    errors = reload_certificates()
+    for error in errors:
+        LOG.error("tls reload (SIGHUP): %s; the previous certificate stays in use", error)
+    if not errors:
+        LOG.info("tls reload (SIGHUP): %d TLS contexts loaded their files again", tracked())
 
 
 def uvicorn_tls(tls: TlsSettings) -> dict[str, Any]:

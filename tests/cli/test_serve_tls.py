@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.client
+import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import orjson
 import pytest
 import uvicorn
 import yaml
+from cryptography import x509
 from scoped_cli import main as cli
 from scoped_cli.serve import rfc4514, uvicorn_tls
 from scoped_middleware.asgi import GatewayApp, create_app
@@ -329,10 +333,8 @@ def test_scoped_gateway_serves_https_and_knows_its_peers(tmp_path: Path) -> None
         "backends": {"compute": f"http://127.0.0.1:{backend}"},
         "tls": {"cert": berlin.cert, "key": berlin.key, "ca": ca.bundle},
     }
-    with gateway_command(tmp_path, config, ssl.create_default_context(cafile=ca.bundle)) as (
-        url,
-        _,
-    ):
+    with gateway_command(tmp_path, config, ssl.create_default_context(cafile=ca.bundle)) as gw:
+        url = gw.url
         hop = {HOP: "Denver>Berlin"}
 
         def get(issued: Issued) -> httpx.Response:
@@ -390,20 +392,30 @@ def _behind_a_front_door(
         "backends": {"image": f"http://127.0.0.1:{backend}"},
         "tls": {"cert": cert.cert, "key": cert.key, "ca": ca.bundle, "serve": False},
     }
-    with gateway_command(tmp_path, config) as (url, port):
-        plain = httpx.post(f"{url}/image/v2/images", timeout=10)
+    with gateway_command(tmp_path, config) as gw:
+        plain = httpx.post(f"{gw.url}/image/v2/images", timeout=10)
         fronted = httpx.post(
-            f"{url}/image/v2/images", headers={"X-Forwarded-Proto": "https"}, timeout=10
+            f"{gw.url}/image/v2/images", headers={"X-Forwarded-Proto": "https"}, timeout=10
         )
-    return plain, fronted, port
+    return plain, fronted, gw.port
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """A ``scoped gateway`` process started by :func:`gateway_command`."""
+
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
 
 
 @contextlib.contextmanager
 def gateway_command(
     tmp_path: Path, config: dict[str, Any], verify: ssl.SSLContext | bool = True
-) -> Iterator[tuple[str, int]]:
+) -> Iterator[Running]:
     """``scoped gateway`` itself (uvicorn with uvloop, as deployed) on
-    ``config``, once its ``/healthz`` answers: its base URL and port."""
+    ``config``, once its ``/healthz`` answers."""
     path = tmp_path / "scoped.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
@@ -412,9 +424,11 @@ def gateway_command(
     )
     code = "import sys; from scoped_cli.main import main; sys.exit(main(sys.argv[1:]))"
     argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=err
+        )
     url = f"{scheme}://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -422,12 +436,75 @@ def gateway_command(
                 health = httpx.get(f"{url}/healthz", verify=verify, timeout=2)
                 break
             except httpx.ConnectError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert proc.poll() is None, log.read_text()
                 time.sleep(0.05)
         assert health.status_code == 200
-        yield url, port
+        yield Running(url, port, proc, log)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+
+
+def served_serial(port: int, ca: Authority) -> int:
+    """The serial number of the certificate a new connection is served."""
+    ctx = ssl.create_default_context(cafile=ca.bundle)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _healthz(conn: http.client.HTTPSConnection) -> int:
+    """``/healthz`` on ``conn``, which must still be the connection it was."""
+    before = conn.sock
+    conn.request("GET", "/healthz")
+    resp = conn.getresponse()
+    resp.read()
+    assert before is None or conn.sock is before, "a new connection was opened"
+    return resp.status
+
+
+def _wait_for(what: str, check: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.05)
+
+
+def test_a_renewed_certificate_is_served_after_sighup_without_dropping_a_connection(
+    tmp_path: Path,
+) -> None:
+    ca = Authority(tmp_path / "ca")
+    berlin = ca.issue("Berlin")
+    config = {
+        "site": "Berlin",
+        "sites": {"Berlin": {"endpoints": {"compute": "https://127.0.0.1:9/compute"}}},
+        "backends": {"compute": "http://127.0.0.1:9"},
+        "tls": {"cert": berlin.cert, "key": berlin.key, "ca": ca.bundle},
+    }
+    verify = ssl.create_default_context(cafile=ca.bundle)
+    with gateway_command(tmp_path, config, verify) as gw:
+        first = served_serial(gw.port, ca)
+        kept = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=5, context=verify)
+        try:
+            assert _healthz(kept) == 200
+            renewed = ca.issue("Berlin")  # the same files, a new certificate
+            assert renewed == berlin
+            gw.proc.send_signal(signal.SIGHUP)
+            _wait_for("the renewed certificate", lambda: served_serial(gw.port, ca) != first)
+            second = served_serial(gw.port, ca)
+            assert _healthz(kept) == 200  # the kept connection lives on
+            # A key that does not match the certificate changes nothing.
+            Path(berlin.key).write_bytes(Path(ca.issue("Other").key).read_bytes())
+            gw.proc.send_signal(signal.SIGHUP)
+            _wait_for("the refusal in the log", lambda: "stays in use" in gw.log.read_text())
+            assert served_serial(gw.port, ca) == second
+            assert _healthz(kept) == 200
+        finally:
+            kept.close()
+    log = gw.log.read_text()
+    assert log.count("stays in use") == 1  # the renewal went without a word
+    assert "tls reload (SIGHUP): " in log
+    assert "tls.cert, tls.key: expected a PEM certificate" in log
+    assert "(key values mismatch)" in log

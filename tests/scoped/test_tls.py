@@ -22,7 +22,14 @@ from scoped.gateway import Gateway
 from scoped.http import Request
 from scoped.identity import Identities
 from scoped.memory import Exchange, MemoryReply, MemoryUpstream, json_reply
-from scoped.tls import Peer, client_context, common_names, hop_refusal, server_context
+from scoped.tls import (
+    Peer,
+    client_context,
+    common_names,
+    hop_refusal,
+    reload_certificates,
+    server_context,
+)
 from scoped.upstream import HttpUpstream
 from tests.pki import Authority, Issued
 
@@ -479,3 +486,42 @@ def test_keystone_sessions_verify_and_present_as_the_pool_does(pki: dict[str, An
     assert session.verify == pki["ca"]
     assert session.cert == (tls.cert, tls.key)
     assert TlsSettings().session_options() == {"verify": True, "cert": None}
+
+
+def test_a_reload_presents_the_renewed_client_certificate_on_the_next_connection(
+    tmp_path: Path,
+) -> None:
+    """``reload_certificates`` (SIGHUP): the pool's context loads its files
+    again, and the session made with the old certificate is not resumed (it
+    would carry the old identity on)."""
+    ca = Authority(tmp_path / "renew")
+    berlin = ca.issue("Berlin")
+
+    def reload() -> list[str]:  # this test's contexts (others may be alive)
+        return [e for e in reload_certificates() if str(tmp_path) in e]
+
+    denver = ca.issue("Denver")
+    ctx = client_context(TlsSettings(berlin.cert, berlin.key, ca.bundle))
+
+    async def main() -> list[bytes]:
+        seen: list[bytes] = []
+        async with TlsSite(denver, ca.bundle, require_client=True, close=True) as site:
+            up = HttpUpstream(tls=ctx)
+            try:
+                seen.append((await get(up, site.url))[1])
+                seen.append((await get(up, site.url))[1])  # resumed: the same identity
+                assert site.resumed == 1
+                renewed = ca.issue("Berlin-renewed", file_name="Berlin")
+                assert renewed == berlin  # the same files
+                assert reload() == []
+                seen.append((await get(up, site.url))[1])
+                assert site.resumed == 1  # a full handshake, with the new certificate
+                Path(berlin.cert).write_text("not a certificate")
+                [error] = reload()
+                assert "tls.cert, tls.key: expected a PEM certificate" in error
+                seen.append((await get(up, site.url))[1])  # the last good one stays
+            finally:
+                await up.close()
+        return seen
+
+    assert asyncio.run(main()) == [b"Berlin", b"Berlin", b"Berlin-renewed", b"Berlin-renewed"]
