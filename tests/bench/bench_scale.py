@@ -5,15 +5,27 @@ call, 8 clients at once, paging, header and error sizes, silent and refused
 sites, ``*?``.
 
     .venv/bin/python tests/bench/bench_scale.py [--sites 200,1000] [--requests 30]
+        [--quick] [--profile PATH]
 
 Everything on 127.0.0.1; the gateway is pinned to CPU 1, the sites and the
 clients to CPU 0. Compare figures within one run.
+
+``--quick`` measures only the ``*`` list (p50 and the gateway's CPU). With
+``--profile PATH``, after the measured requests, py-spy (``pip install
+py-spy``) samples the gateway through as many more ``*`` lists and writes
+its stacks to PATH (py-spy's raw format, one ``frame;frame;... count`` line a
+stack; ``PATH-N`` for each N when there are several), then the top functions
+by own and inclusive samples are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -108,7 +120,49 @@ async def clients_at_once(
     return len(times) / seconds, statistics.median(times)
 
 
-def uniform(fed: Federation, n_requests: int) -> None:
+def profiled(fed: Federation, client: httpx.Client, n_requests: int, path: Path) -> None:
+    """``n_requests`` ``*`` lists with py-spy sampling the gateway; the top costs."""
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    argv = [spy, "record", "-p", str(fed.proc.pid), "-o", str(path), "-f", "raw", "-r", "1000"]
+    argv += ["--nolineno", "--nonblocking"]  # by function; no pause of the gateway per sample
+    with open(os.devnull, "wb") as quiet:
+        spying = subprocess.Popen(["taskset", "-c", "0", *argv], stdout=quiet, stderr=quiet)
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        for _ in range(n_requests):
+            assert fed.get(client, "<nova: *>").status_code == 200
+    finally:
+        spying.send_signal(signal.SIGINT)
+        spying.wait(timeout=60)
+    print(f"  profile of {n_requests} * lists: {path}")
+    top_costs(path)
+
+
+def top_costs(path: Path, count: int = 25) -> None:
+    """Own and inclusive samples per function in a py-spy raw profile."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(n)
+        total += samples
+        frames = stack.split(";")
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    if not total:
+        print("  (no samples)")
+        return
+    for title, counter in (("own", own), ("inclusive", inclusive)):
+        print(f"  top {count} by {title} samples (of {total}):")
+        for frame, samples in counter.most_common(count):
+            print(f"    {100 * samples / total:5.1f}%  {frame}")
+
+
+def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None) -> None:
     with httpx.Client(timeout=60) as client:
         before = tree_cpu(fed.proc.pid)
         p50, resp = timed(lambda: fed.get(client, "<nova: *>"), n_requests)
@@ -120,6 +174,10 @@ def uniform(fed: Federation, n_requests: int) -> None:
             f"  gateway CPU per * request: {cpu * 1e3:.1f} ms, per site call "
             f"{cpu / fed.n * 1e6:.0f} us"
         )
+        if profile is not None:
+            profiled(fed, client, n_requests, profile)
+        if quick:
+            return
         print(f"  X-Scope-Sites: {len(resp.headers['x-scope-sites'])} bytes")
         rps, p50c = asyncio.run(clients_at_once(fed.url, "<nova: *>", 8, 10.0))
         print(f"  8 clients at once: {rps:.1f} req/s, p50 {p50c * 1e3:.0f} ms")
@@ -180,15 +238,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites", default="200,1000")
     ap.add_argument("--requests", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="only the * list: p50 and CPU")
+    ap.add_argument("--profile", type=Path, help="py-spy's raw stacks of the gateway to PATH")
     args = ap.parse_args()
+    widths = [int(x) for x in args.sites.split(",")]
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="scoped-scale-") as tmp_dir:
         tmp = Path(tmp_dir)
         try:
-            for n in (int(x) for x in args.sites.split(",")):
+            for n in widths:
                 print(f"\nN = {n}")
                 fed = Federation(procs, tmp, [("ok", 0.020)] * n)
-                uniform(fed, args.requests)
+                profile = args.profile
+                if profile is not None and len(widths) > 1:
+                    profile = profile.with_name(f"{profile.name}-{n}")
+                uniform(fed, args.requests, args.quick, profile)
+                if args.quick:
+                    procs.stop()
+                    procs.procs.clear()
+                    procs.logs.clear()
+                    continue
                 delays = [0.010 + (i * 7919 % 141) / 1000 for i in range(n)]
                 fed = Federation(procs, tmp, [("ok", d) for d in delays])
                 spread(fed, args.requests, max(delays))
