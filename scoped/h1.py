@@ -293,6 +293,16 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
         return chunk
 
+    def take_whole(self) -> list[bytes] | None:
+        """The whole body at once when the answer is complete and reading
+        from the site is not paused (else None: :meth:`read_chunk` it)."""
+        if not self._complete or self._paused:
+            return None
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return chunks
+
     @property
     def complete(self) -> bool:
         return self._complete

@@ -13,7 +13,7 @@ import pytest
 
 from scoped.config import Timeouts
 from scoped.http import BodyTooLarge
-from scoped.upstream import Failure, HttpUpstream
+from scoped.upstream import Failure, Gate, HttpUpstream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 FAST = Timeouts(connect=1.0, total=1.0)
@@ -749,3 +749,62 @@ def test_an_answer_that_stops_midway_is_checked_with_a_new_connection(cut: bool)
         assert "its answer stopped on this connection" in result.detail
     else:
         assert result == b"abcdefgh"
+
+
+def test_the_gate_hands_places_over_in_turn_and_loses_none() -> None:
+    """Gate (max_concurrency): a freed place goes to the first caller still
+    waiting; one that gave up (timed out, cancelled) is passed over, and the
+    count of places never drifts."""
+
+    async def main() -> list[str]:
+        gate = Gate(1)
+        order: list[str] = []
+        assert gate.try_enter() and not gate.try_enter()
+
+        async def waits(name: str, timeout: float = 5.0) -> None:
+            await gate.enter(timeout)
+            order.append(name)
+
+        with pytest.raises(asyncio.TimeoutError):
+            await gate.enter(0.01)  # gives up: no place taken
+        a = asyncio.create_task(waits("a"))
+        b = asyncio.create_task(waits("b"))
+        await asyncio.sleep(0)
+        a.cancel()  # a gives up while waiting
+        await asyncio.gather(a, return_exceptions=True)
+        gate.leave()  # to b, the first still waiting
+        await b
+        assert not gate.try_enter(), "b holds the one place"
+        gate.leave()
+        assert gate.try_enter(), "b's place came back"
+        gate.leave()
+        assert (gate.free, len(gate.waiters)) == (1, 0)
+        return order
+
+    assert run(main()) == ["b"]
+
+
+def test_an_answer_read_whole_at_once_or_in_parts_is_the_same() -> None:
+    """A small answer that came with its head is taken at once; a large one
+    (reading from the site paused meanwhile) in parts; both leave the
+    connection clean for the next call."""
+
+    async def main() -> tuple[list[int], int]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                _, body = await site.read_request(reader)
+                writer.write(ok(b"s" * 10 if body == b"small" else b"L" * (1 << 20)))
+                await writer.drain()
+
+        site = Site(handler)
+        sizes = []
+        async with site:
+            up = HttpUpstream()
+            for how in (b"small", b"large", b"small", b"large"):
+                reply = await up.send("POST", f"{site.url}/", (), how, FAST)
+                await asyncio.sleep(0.05)  # the whole answer arrives (or fills the buffer)
+                sizes.append(len(await reply.read(2 << 20)))
+            await up.close()
+        return sizes, site.connections
+
+    assert run(main()) == ([10, 1 << 20, 10, 1 << 20], 1)
