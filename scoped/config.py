@@ -113,6 +113,19 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
+class PagingSettings:
+    """Where composite markers too long for a link are kept (scoped/markers.py).
+
+    ``memcached``: ``HOST:PORT`` of the memcached servers every gateway
+    process and replica of the site shares (none: markers stay inline in
+    the links, however long); ``ttl``: how long a kept marker lasts, so how
+    long a paging link stays good (seconds)."""
+
+    memcached: tuple[str, ...] = ()
+    ttl: int = 86400
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     """TLS where a request crosses a site boundary (the front door issue).
 
@@ -167,6 +180,7 @@ class Config:
     """Seconds between refreshes of the catalogs of sites given with ``auth:``."""
     source: str = "<config>"
     tls: TlsSettings = field(default_factory=TlsSettings)
+    paging: PagingSettings = field(default_factory=PagingSettings)
 
     @property
     def site_names(self) -> tuple[str, ...]:
@@ -187,6 +201,7 @@ _TOP_KEYS = (
     "retries",
     "catalog",
     "tls",
+    "paging",
 )
 _SITE_KEYS = ("endpoints", "auth", "timeouts", "tokens")
 _TOKEN_KEYS = ("mode", "service_provider", "project_name", "project_domain_name")
@@ -254,7 +269,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     if retries.attempts < 1:
         raise at.error("retries.attempts", "at least 1 (1: no retry)", retries.attempts)
     tls = _tls(at, top.get("tls"))
-    return Config(site, sites, backends, limits, circuit, retries, refresh, source, tls)
+    paging = _paging(at, top.get("paging"))
+    return Config(site, sites, backends, limits, circuit, retries, refresh, source, tls, paging)
 
 
 class _Where:
@@ -397,6 +413,30 @@ def _limits(at: _Where, value: Any) -> Limits:
     at.only(data, "limits", names)
     values = {n: int(at.number(data[n], f"limits.{n}", 1)) for n in names if n in data}
     return Limits(**values)
+
+
+# -- paging: where long composite markers are kept (docs/design.md §5, §8) --
+
+
+def _paging(at: _Where, value: Any) -> PagingSettings:
+    if value is None:
+        return PagingSettings()
+    data = at.mapping(value, "paging", "a mapping with 'memcached' and 'ttl'")
+    at.only(data, "paging", ("memcached", "ttl"))
+    servers = data.get("memcached", [])
+    if isinstance(servers, str):
+        servers = [servers]
+    expected = "HOST:PORT of a memcached server, or a list of them"
+    if not isinstance(servers, list):
+        raise at.error("paging.memcached", expected, servers)
+    for server in servers:
+        host, sep, port = str(server).rpartition(":")
+        if not isinstance(server, str) or not sep or not host or not port.isdigit():
+            raise at.error("paging.memcached", expected, server)
+        if not 0 < int(port) < 65536:
+            raise at.error("paging.memcached", "a port from 1 to 65535", server)
+    ttl = at.number(data.get("ttl", 86400), "paging.ttl", 1)
+    return PagingSettings(tuple(servers), int(ttl))
 
 
 # -- tls: the gateway's certificate and the federation's CA (docs/design.md §8) --

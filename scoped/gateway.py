@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from functools import lru_cache
 
 import orjson
@@ -33,9 +34,10 @@ from .execute import Executor
 from .federation import Federation
 from .http import REQUEST_ID, Request, Response, error_response
 from .identity import Identities, IdentityError
+from .markers import MarkerStore, MemcachedStore, Pending, StoreError, marker_key
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Metrics
-from .paging import listing_of
+from .paging import Listing, listing_of, positions_of
 from .plan import Call, Node, node_json, plan_scope
 from .policies import policy_stack
 from .respond import respond, say_why_refused, scope_headers
@@ -55,7 +57,12 @@ EMPTY = Scope()
 class Gateway:
     """One site's gateway: sends each request where its scope says."""
 
-    def __init__(self, config: Config, upstream: Upstream | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        upstream: Upstream | None = None,
+        markers: MarkerStore | None = None,
+    ) -> None:
         self.config = config
         self.registry = Registry(config)
         self.metrics = Metrics()
@@ -80,6 +87,8 @@ class Gateway:
             SiteCaller(self.registry, send, config.limits, self.metrics),
             lambda failed, to: self.metrics.failovers.labels(failed, to).inc(),
         )
+        self.markers = markers if markers is not None else _marker_store(config)
+        """Where composite markers too long for a link are kept (none: inline)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._check_hop = config.tls.serving
         """Over HTTPS, the hop is honoured only from a site's certificate."""
@@ -162,13 +171,18 @@ class Gateway:
                 await self._prepare_body(req)
                 if req.method == "GET":
                     listing = listing_of(req.service, req.query)
+                    if listing.stored is not None:
+                        listing = await self._stored(listing, listing.stored)
             self.metrics.fanout.observe(width)
             answer = await self.executor.run(node, req, listing)
             if req.scope is not None and any(r.status == 401 for r in answer.reports):
                 identity = self._identity_site(req.scope)
                 if identity is not None:
                     say_why_refused(answer, identity, self.registry.local)
-            resp = respond(answer, applied, req, listing)
+            pending = Pending() if self.markers is not None and listing is not None else None
+            resp = respond(answer, applied, req, listing, pending)
+            if pending is not None and pending.items:
+                resp = await self._keep(pending, resp, answer, applied, req, listing)
         except GatewayError as err:
             resp = error_response(err.status, err.message)
             resp.headers.append((REQUEST_ID, req.request_id))
@@ -283,11 +297,58 @@ class Gateway:
             f"{DISCOVERY_PATH}",
         )
 
+    async def _stored(self, listing: Listing, key: str) -> Listing:
+        """The positions of a marker kept in the store (a wide fan-out's)."""
+        store = self.markers
+        if store is None:
+            raise GatewayError(
+                400,
+                "the marker of this paging link (sc1~...) was kept in a marker store, and "
+                "this gateway has none: expected paging.memcached in its config, as at the "
+                "gateway that made the link",
+            )
+        try:
+            raw = await store.get(key)
+        except StoreError as err:
+            raise GatewayError(
+                503, f"the marker of this paging link could not be read ({err}); try again"
+            ) from None
+        if raw is None:
+            raise GatewayError(
+                400,
+                f"this paging link has expired: its marker is no longer in {store.description} "
+                f"(markers are kept {store.ttl} s, paging.ttl); list again from the first page",
+            )
+        if marker_key(raw) != key:
+            raise GatewayError(400, "the marker is not one this gateway made (a composite marker)")
+        return replace(listing, positions=positions_of(raw))
+
+    async def _keep(
+        self,
+        pending: Pending,
+        resp: Response,
+        answer: Answer,
+        applied: str,
+        req: Request,
+        listing: Listing | None,
+    ) -> Response:
+        """Keep the long markers ``resp`` links to before it is sent; if the
+        store fails, the links carry them inline (long, but good)."""
+        assert self.markers is not None
+        try:
+            await self.markers.put(pending.items)
+        except StoreError as err:
+            log.warning("paging: %s; this page's next link carries its marker inline", err)
+            return respond(answer, applied, req, listing)
+        return resp
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
         await self.upstream.close()
+        if self.markers is not None:
+            await self.markers.close()
 
 
 def _log_request(
@@ -328,6 +389,11 @@ def _token_scope(req: Request) -> str | None:
                 return found
     token = req.header(AUTH_TOKEN)
     return scope_of_token(token) if token is not None else None
+
+
+def _marker_store(config: Config) -> MarkerStore | None:
+    paging = config.paging
+    return MemcachedStore(paging.memcached, paging.ttl) if paging.memcached else None
 
 
 def _federation(config: Config) -> Federation | None:

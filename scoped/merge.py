@@ -11,7 +11,7 @@ marker. Anything that is not a list: the leftmost answer.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +95,10 @@ def render(
     entry_url: str,
     path: str,
     query: str,
+    keep: Callable[[bytes], str] | None = None,
 ) -> bytes:
-    """The merged body: ``limit`` applied, next link with a composite marker."""
+    """The merged body: ``limit`` applied, next link with a composite marker
+    (kept in the marker store by ``keep`` when too long for a link)."""
     taken = coll.items[: listing.limit] if listing.limit is not None else coll.items
     positions = _positions(coll, taken, listing)
     has_next = any(state is not DONE for state in positions.values())
@@ -104,7 +106,7 @@ def render(
     for site, item in taken:
         item[SITE_KEY] = site
     body[coll.key] = [item for _, item in taken]
-    next_query = with_marker(query, encode_marker(positions)) if has_next else None
+    next_query = with_marker(query, encode_marker(positions, keep)) if has_next else None
     self_url = f"{entry_url}{path}" + (f"?{query}" if query else "")
     links_key = f"{coll.key}_links"
     if service == "image" or "next" in body:

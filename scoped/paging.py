@@ -5,12 +5,18 @@ A composite marker is opaque and URL-safe: ``sc1.`` and the unpadded base64url
 of a JSON object ``{site: state}``, where a state is null (not started), an
 item id (the last item of that site already returned) or true (that site has
 nothing more). Paging through ``&`` with it returns every item exactly once.
+
+A marker longer than :data:`INLINE_MAX` (a wide fan-out: at 1000 sites tens
+of kilobytes) is kept in the site's marker store when it has one
+(scoped/markers.py), and the link carries ``sc1~`` and its key instead.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -20,6 +26,13 @@ import orjson
 from .errors import GatewayError
 
 MARKER_PREFIX = "sc1."
+STORED_PREFIX = "sc1~"
+"""A marker kept in the store: ``sc1~`` and its key (scoped/markers.py)."""
+INLINE_MAX = 2048
+"""The longest marker written into a link when a store could keep it: about
+25 sites with an item id each. Past it a link would soon be too long for
+common proxies (8 KB: nginx's default large_client_header_buffers)."""
+_STORED_KEY = re.compile(r"[A-Za-z0-9_-]{32}")
 DONE = True
 
 # Default direction of a sort key given without one, per service (as the
@@ -39,6 +52,9 @@ class Listing:
     positions: dict[str, State] = field(default_factory=dict)
     """Where each site stands, from a composite marker; empty if none."""
     composite: bool = False
+    stored: str | None = None
+    """The key of a marker kept in the store (``sc1~KEY``), its positions not
+    read yet: the gateway reads them (:func:`positions_of`) before planning."""
 
 
 def listing_of(service: str, query: str) -> Listing:
@@ -52,6 +68,7 @@ def listing_of(service: str, query: str) -> Listing:
     glance_sort: list[tuple[str, bool]] = []
     positions: dict[str, State] = {}
     composite = False
+    stored: str | None = None
     for name, value in pairs:
         if name == "limit":
             try:
@@ -72,30 +89,52 @@ def listing_of(service: str, query: str) -> Listing:
         elif name == "marker" and value.startswith(MARKER_PREFIX):
             positions = decode_marker(value)
             composite = True
+        elif name == "marker" and value.startswith(STORED_PREFIX):
+            stored = value[len(STORED_PREFIX) :]
+            if not _STORED_KEY.fullmatch(stored):
+                raise GatewayError(400, _NOT_OURS)
+            composite = True
     default_desc = _DEFAULT_DIR_DESC.get(service, False)
     sort = [
         (key, (dirs[i] if i < len(dirs) else ("desc" if default_desc else "asc")) == "desc")
         for i, key in enumerate(keys)
     ]
-    return Listing(limit, tuple(sort + glance_sort), positions, composite)
+    return Listing(limit, tuple(sort + glance_sort), positions, composite, stored)
 
 
-def encode_marker(positions: dict[str, State]) -> str:
-    raw = base64.urlsafe_b64encode(orjson.dumps(positions)).rstrip(b"=").decode("ascii")
-    return MARKER_PREFIX + raw
+_NOT_OURS = "the marker is not one this gateway made (a composite marker)"
+
+
+def encode_marker(positions: dict[str, State], keep: Callable[[bytes], str] | None = None) -> str:
+    """The marker for ``positions``: inline, or, past :data:`INLINE_MAX` and
+    with ``keep`` (which keeps it and gives its key), ``sc1~KEY``."""
+    raw = orjson.dumps(positions)
+    inline = MARKER_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    if keep is None or len(inline) <= INLINE_MAX:
+        return inline
+    return STORED_PREFIX + keep(raw)
 
 
 def decode_marker(value: str) -> dict[str, State]:
     data = value[len(MARKER_PREFIX) :]
     try:
-        decoded: Any = orjson.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
-    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        raise GatewayError(400, _NOT_OURS) from None
+    return positions_of(raw)
+
+
+def positions_of(raw: bytes) -> dict[str, State]:
+    """The positions a marker's JSON says (inline, or read from the store)."""
+    try:
+        decoded: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         decoded = None
     if not isinstance(decoded, dict) or not all(
         isinstance(k, str) and (v is None or v is True or isinstance(v, str))
         for k, v in decoded.items()
     ):
-        raise GatewayError(400, "the marker is not one this gateway made (a composite marker)")
+        raise GatewayError(400, _NOT_OURS)
     return decoded
 
 

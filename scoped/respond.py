@@ -12,6 +12,7 @@ import orjson
 from .answer import Answer, Shortfall, SiteReport, Verdict
 from .carry import SCOPE_HEADER, SITES_HEADER
 from .http import HOP_BY_HOP, REQUEST_ID, Request, Response, error_body
+from .markers import Pending
 from .merge import created_ids, render
 from .paging import Listing
 
@@ -53,8 +54,16 @@ def scope_headers(applied: str, reports: Sequence[SiteReport]) -> list[tuple[str
     return out
 
 
-def respond(answer: Answer, applied: str, req: Request, listing: Listing | None) -> Response:
-    """The client's response; a streamed upstream body stays streamed."""
+def respond(
+    answer: Answer,
+    applied: str,
+    req: Request,
+    listing: Listing | None,
+    pending: Pending | None = None,
+) -> Response:
+    """The client's response; a streamed upstream body stays streamed. A
+    marker too long for a link goes into ``pending``, to be kept before the
+    response is sent (scoped/markers.py); without it, markers stay inline."""
     extra = scope_headers(applied, answer.reports)
     if answer.shortfall is not None:
         body = shortfall_body(answer.status, answer.shortfall, answer.reports)
@@ -72,6 +81,7 @@ def respond(answer: Answer, applied: str, req: Request, listing: Listing | None)
             entry_url=req.entry_url,
             path=req.path,
             query=req.query,
+            keep=pending.keep if pending is not None else None,
         )
         headers = _clean(answer.headers, _DROP_WHEN_REWRITTEN)
         headers.append(("content-length", str(len(body))))

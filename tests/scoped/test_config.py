@@ -78,6 +78,11 @@ def test_the_design_example_loads(tmp_path: Path) -> None:
             {"mode": "federated", "project_domain_name": "Default"},
             ["sites.Denver.tokens.project_name", "or neither: the user's own project"],
         ),
+        ("paging", {"memcache": ["h:1"]}, ["paging.memcache: unknown key", "'memcached'"]),
+        ("paging", {"memcached": ["localhost"]}, ["paging.memcached", "HOST:PORT", "'localhost'"]),
+        ("paging", {"memcached": ["h:99999"]}, ["paging.memcached", "a port from 1 to 65535"]),
+        ("paging", {"memcached": 11211}, ["paging.memcached", "or a list of them"]),
+        ("paging", {"ttl": 0}, ["paging.ttl", ">= 1"]),
     ],
 )
 def test_errors_name_the_file_and_key(path: str, value: Any, fragments: list[str]) -> None:
@@ -87,6 +92,16 @@ def test_errors_name_the_file_and_key(path: str, value: Any, fragments: list[str
     assert message.startswith("/etc/scoped/scoped.yaml: ")
     for fragment in fragments:
         assert fragment in message
+
+
+def test_paging_names_its_memcached_servers_and_ttl() -> None:
+    assert parse_config(with_("site", "Berlin"), "<t>").paging.memcached == ()
+    one = parse_config(with_("paging", {"memcached": "127.0.0.1:11211"}), "<t>").paging
+    assert one.memcached == ("127.0.0.1:11211",)
+    assert one.ttl == 86400
+    two = parse_config(with_("paging", {"memcached": ["a:1", "[::1]:2"], "ttl": 600}), "<t>")
+    assert two.paging.memcached == ("a:1", "[::1]:2")
+    assert two.paging.ttl == 600
 
 
 def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
