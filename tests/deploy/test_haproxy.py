@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -38,6 +36,7 @@ from scoped_middleware.asgi import create_app
 from scoped.carry import encode_scope
 from scoped.config import TlsSettings, parse_config
 from scoped.upstream import KEEPALIVE, SERVER_KEEPALIVE
+from tests.debian import require_binary
 from tests.federation import free_port
 from tests.pki import Authority, Issued
 from tests.standin import LoopThread, SiteData, make_items, serve_sites
@@ -45,45 +44,13 @@ from tests.standin import LoopThread, SiteData, make_items, serve_sites
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "deploy" / "haproxy" / "haproxy_cfg.py"
 HAPROXY = "/usr/sbin/haproxy"
-REQUIRE_ENV = "SCOPED_REQUIRE_E2E"
 SERVICES = ("compute", "image", "identity", "network", "placement")
 DENVER = "<compute: Denver>"
 
 
 def _haproxy() -> str:
-    """The haproxy binary; installed from Debian when missing and this is
-    root with apt-get (CI, before the lab that installs it too); else a skip,
-    or a failure where end-to-end tests must run."""
-    if not os.path.exists(HAPROXY) and shutil.which("apt-get") and os.geteuid() == 0:
-        _apt_install_haproxy()
-    if os.path.exists(HAPROXY):
-        return HAPROXY
-    why = f"these tests run a real haproxy, and {HAPROXY} is missing (apt-get install haproxy)"
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(f"{why}; {REQUIRE_ENV} is set (CI), so this is a failure")
-    pytest.skip(why)
-
-
-def _apt_install_haproxy() -> None:
-    """As deploy/lab/lab's install_system: the package's own service is not
-    started (policy-rc.d 101), and an apt lock held by another install is
-    waited for."""
-    policy = Path("/usr/sbin/policy-rc.d")
-    ours = not policy.exists()
-    if ours:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    apt = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=300"]
-    install = [*apt, "install", "-y", "--no-install-recommends", "haproxy"]
-    try:
-        for step in (install, [*apt, "update"], install):  # stale lists: update, once
-            run = subprocess.run(step, env=env, capture_output=True, timeout=900, check=False)
-            if step is install and run.returncode == 0:
-                break
-    finally:
-        if ours:
-            policy.unlink(missing_ok=True)
+    """The haproxy binary (tests/debian.py: installed on CI if missing)."""
+    return require_binary(HAPROXY, "haproxy", "these tests run a real haproxy")
 
 
 class Recorder:
