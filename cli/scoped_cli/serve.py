@@ -118,7 +118,7 @@ def serve(
     from scoped_middleware.asgi import create_app  # noqa: PLC0415
 
     app = create_app(config)
-    tune_gc()
+    tune_gc(len(config.sites))
     options: dict[str, Any] = {
         "loop": "uvloop",
         "lifespan": "on",

@@ -192,6 +192,7 @@ def app_from_env() -> GatewayApp:
     from scoped.config import load_config  # noqa: PLC0415
     from scoped.tuning import tune_gc  # noqa: PLC0415
 
-    app = create_app(load_config(os.environ[CONFIG_ENV]))
-    tune_gc()  # this is the serving process (a granian worker)
+    config = load_config(os.environ[CONFIG_ENV])
+    app = create_app(config)
+    tune_gc(len(config.sites))  # this is the serving process (a granian worker)
     return app
