@@ -808,3 +808,30 @@ def test_an_answer_read_whole_at_once_or_in_parts_is_the_same() -> None:
         return sizes, site.connections
 
     assert run(main()) == ([10, 1 << 20, 10, 1 << 20], 1)
+
+
+def test_bytes_after_a_whole_answer_end_the_connection() -> None:
+    """A site that sends more than the answer (another answer, or the start
+    of one): the connection, and what its parser was reading, is not used
+    for the next call; an answer that ends cleanly keeps both."""
+
+    async def main() -> tuple[list[bytes], int]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                _, body = await site.read_request(reader)
+                extra = b"HTTP/1.1 200 OK\r\ncontent-le" if body == b"extra" else b""
+                writer.write(ok(body) + extra)
+                await writer.drain()
+
+        site = Site(handler)
+        got = []
+        async with site:
+            up = HttpUpstream()
+            for how in (b"one", b"two", b"extra", b"after"):
+                reply = await up.send("POST", f"{site.url}/", (), how, FAST)
+                await asyncio.sleep(0.05)  # the extra bytes arrive too
+                got.append(await reply.read(100))
+            await up.close()
+        return got, site.connections
+
+    assert run(main()) == ([b"one", b"two", b"extra", b"after"], 2)
