@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from .answer import Answer, Shortfall, SiteReport, Verdict, verdict_of
@@ -31,10 +32,19 @@ _JSON_TYPES = ("application/json", "application/problem+json")
 
 def is_json(headers: Sequence[tuple[str, str]]) -> bool:
     ctype = header(headers, "content-type")
-    if ctype is None:
-        return False
+    return ctype is not None and _json_type(ctype)
+
+
+@lru_cache(maxsize=256)
+def _json_type(ctype: str) -> bool:
+    """Whether a ``Content-Type`` value is JSON (the few values sites send,
+    parsed once, not per site call)."""
     base = ctype.split(";", 1)[0].strip().lower()
     return base in _JSON_TYPES or base.endswith("+json")
+
+
+_STATUS_TEXT = {status: str(status) for status in range(100, 600)}
+"""``str(status)`` of a site report, made once."""
 
 
 def is_token_path(req: Request) -> bool:
@@ -103,8 +113,8 @@ class SiteCaller:
             _relocate(reply.headers, base, req, public),
             site=site,
             reply=reply,
+            safe=status in (404, 503),
         )
-        answer.safe = status in (404, 503)
         if req.method == "HEAD":
             pass  # no body to read, merge or report
         elif merging and answer.verdict is Verdict.OK and is_json(reply.headers):
@@ -127,7 +137,8 @@ class SiteCaller:
                 answer.body = None
             answer.reply = None
         ms = (time.perf_counter() - start) * 1000
-        answer.reports = [self._observe(req, SiteReport(site, str(status), ms, status=status))]
+        outcome = _STATUS_TEXT.get(status) or str(status)
+        answer.reports = [self._observe(req, SiteReport(site, outcome, ms, status=status))]
         return answer
 
     async def inline_small_body(self, answer: Answer, req: Request) -> None:

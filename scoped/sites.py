@@ -54,7 +54,8 @@ class Registry:
         """Where ``service`` of ``site`` is reached from here, or None."""
         if site == self.local:
             return self.backends.get(service)
-        return self._endpoints.get(site, {}).get(service)
+        endpoints = self._endpoints.get(site)
+        return None if endpoints is None else endpoints.get(service)
 
     def learn(self, site: str, endpoints: Mapping[str, str]) -> None:
         """Add endpoints discovered from a site's catalog; configured ones win."""
@@ -76,7 +77,8 @@ class Registry:
         site writes with it are rewritten like links to its endpoint."""
         if site == self.local:
             return None
-        return self._public.get(site, {}).get(service)
+        public = self._public.get(site)  # (no empty dict made per call)
+        return None if public is None else public.get(service)
 
     def probe_url(self, site: str) -> str | None:
         """A URL of ``site`` to probe for health: an HTTP answer (other
