@@ -88,6 +88,10 @@ class Circuits:
         self.settings = settings
         self._breakers = {s: Breaker(settings, clock) for s in sites}
         self._on_change = on_change
+        self._clock = clock
+        self.changes: dict[str, tuple[int, float]] = {}
+        """Per site, the last change of its circuit here: (state, wall
+        time). What sibling workers adopt (scoped/workers.py)."""
 
     def allow(self, site: str) -> bool:
         # allow/record of a closed circuit return at once, watching nothing:
@@ -116,8 +120,34 @@ class Circuits:
         for site, breaker in self._breakers.items():
             was = breaker.state
             breaker.success()  # also forgets the failures counted while closed
-            if was is not State.CLOSED and self._on_change is not None:
-                self._on_change(site, State.CLOSED)
+            if was is not State.CLOSED:
+                self.changes[site] = (State.CLOSED.value, time.time())
+                if self._on_change is not None:
+                    self._on_change(site, State.CLOSED)
+
+    def adopt(self, changes: dict[str, tuple[int, float]], now: float) -> None:
+        """Take a sibling worker's later changes (``now``: wall time): a
+        circuit it opened opens here with the cooldown it has left, one it
+        closed closes. A trial it runs (half-open) is its own."""
+        for site, (value, at) in changes.items():
+            breaker = self._breakers.get(site)
+            mine = self.changes.get(site)
+            if breaker is None or (mine is not None and mine[1] >= at):
+                continue
+            state = State(value)
+            if state is State.OPEN and breaker.state is not State.OPEN:
+                breaker.state = State.OPEN
+                breaker.failures = self.settings.failures
+                breaker.opened_at = self._clock() - max(0.0, now - at)
+                breaker.trial_running = False
+            elif state is State.CLOSED and breaker.state is not State.CLOSED:
+                breaker.success()
+            else:
+                self.changes[site] = (value, at)
+                continue
+            self.changes[site] = (value, at)
+            if self._on_change is not None:
+                self._on_change(site, breaker.state)
 
     def open_sites(self) -> list[str]:
         return [s for s, b in self._breakers.items() if b.state is not State.CLOSED]
@@ -125,8 +155,10 @@ class Circuits:
     def _watch(self, site: str, breaker: Breaker, action: Callable[[], object]) -> bool:
         before = breaker.state
         result = action()
-        if breaker.state is not before and self._on_change is not None:
-            self._on_change(site, breaker.state)
+        if breaker.state is not before:
+            self.changes[site] = (breaker.state.value, time.time())
+            if self._on_change is not None:
+                self._on_change(site, breaker.state)
         return bool(result)
 
 

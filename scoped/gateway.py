@@ -7,6 +7,7 @@ Framework-free: the ASGI app and the WSGI filter hand in a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -44,6 +45,7 @@ from .respond import respond, say_why_refused, scope_headers
 from .sites import Registry
 from .tls import client_context, hop_refusal
 from .upstream import HttpUpstream, Upstream
+from .workers import PUBLISH_EVERY, WorkerShare, wall
 
 log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
@@ -62,6 +64,7 @@ class Gateway:
         config: Config,
         upstream: Upstream | None = None,
         markers: MarkerStore | None = None,
+        share: WorkerShare | None = None,
     ) -> None:
         self.config = config
         self.registry = Registry(config)
@@ -89,6 +92,8 @@ class Gateway:
         )
         self.markers = markers if markers is not None else _marker_store(config)
         """Where composite markers too long for a link are kept (none: inline)."""
+        self.share = share
+        """The directory this gateway's sibling workers share (none: one process)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._check_hop = config.tls.serving
         """Over HTTPS, the hop is honoured only from a site's certificate."""
@@ -104,6 +109,24 @@ class Gateway:
         for site in self.identities.sites():
             self._tasks.append(asyncio.create_task(self._catalog_loop(site)))
         self._tasks.append(asyncio.create_task(self._probe_loop()))
+        if self.share is not None:
+            self._tasks.append(asyncio.create_task(self._share_loop(self.share)))
+
+    async def _share_loop(self, share: WorkerShare) -> None:
+        """Publish this worker's metrics and circuit changes, and adopt its
+        siblings' circuit changes (scoped/workers.py), every PUBLISH_EVERY s."""
+        published: tuple[int, int] = (-1, -1)
+        while True:
+            try:
+                now = (sum(self.metrics.requests.counts.values()), len(self.circuits.changes))
+                if now != published:
+                    share.write_metrics(self.metrics.families())
+                    share.write_circuits(self.circuits.changes)
+                    published = now
+                self.circuits.adopt(share.others_circuits(), wall())
+            except OSError as err:
+                log.warning("workers: %s (the shared directory %s)", err, share.folder)
+            await asyncio.sleep(PUBLISH_EVERY)
 
     async def _catalog_loop(self, site: str) -> None:
         """Read a site's catalog now and then; a Keystone that is down at start
@@ -289,7 +312,11 @@ class Gateway:
             }
             return Response(200, [("content-type", "application/json")], orjson.dumps(doc))
         if path == "/metrics" and method == "GET":
-            return Response(200, [("content-type", METRICS_TYPE)], self.metrics.render())
+            own = self.metrics
+            text = own.render(
+                None if self.share is None else self.share.merged_metrics(own.families())
+            )
+            return Response(200, [("content-type", METRICS_TYPE)], text)
         prefixes = ", ".join(sorted(self.registry.prefixes().values()))
         return error_response(
             404,
@@ -349,6 +376,9 @@ class Gateway:
         await self.upstream.close()
         if self.markers is not None:
             await self.markers.close()
+        if self.share is not None:
+            with contextlib.suppress(OSError):  # its last counts, for the siblings' scrapes
+                self.share.write_metrics(self.metrics.families())
 
 
 def _log_request(

@@ -189,5 +189,25 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def families(self) -> list[Metric]:
+        """Every series now (what a scrape would read)."""
+        return list(self.registry.collect())
+
+    def render(self, merged: list[Metric] | None = None) -> bytes:
+        """The exposition: this gateway's series, or ``merged`` (every
+        worker's, scoped/workers.py)."""
+        if merged is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Fixed(merged))
+        return generate_latest(registry)
+
+
+class _Fixed:
+    """A collector of families already collected."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)

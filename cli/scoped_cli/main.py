@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SERVERS,
         help="ASGI server (default: uvicorn with uvloop and httptools; see the README)",
     )
+    gw.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes on the listen address (default 1; e.g. the number of cores: "
+        "each is a whole gateway, /metrics and circuits are shared; uvicorn only)",
+    )
     gw.set_defaults(func=_gateway)
 
     lab = sub.add_parser(
@@ -190,11 +198,17 @@ def _url(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"expected 1 to 256 processes, got {text!r}")
+    return int(text)
+
+
 def _gateway(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # fail early, with the key at fault
     log_to_stderr(args.log_level)
     host, port = args.listen
-    serve(args.server, config, args.config, host, port, args.log_level)
+    serve(args.server, config, args.config, host, port, args.log_level, args.workers)
     return EXIT_OK
 
 

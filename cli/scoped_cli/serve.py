@@ -7,12 +7,15 @@ knows none of them, and an install without granian still runs the default.
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import logging
 import os
 import resource
+import shutil
 import signal
 import ssl
+import tempfile
 from types import ModuleType
 from typing import Any
 
@@ -75,9 +78,19 @@ def raise_open_files_limit() -> int:
 
 
 def serve(
-    server: str, config: Config, config_file: str, host: str, port: int, log_level: str
+    server: str,
+    config: Config,
+    config_file: str,
+    host: str,
+    port: int,
+    log_level: str,
+    workers: int = 1,
 ) -> None:
-    """Serve ``config``'s gateway on ``host:port`` until stopped."""
+    """Serve ``config``'s gateway on ``host:port`` until stopped, in
+    ``workers`` processes (uvicorn's supervisor: one listening socket, a
+    worker that dies replaced, SIGHUP a rolling restart)."""
+    if workers > 1 and server != "uvicorn":
+        raise ConfigError(f"--workers {workers}: several workers are run with --server uvicorn")
     if config.tls.serving and server != "uvicorn":
         raise ConfigError(
             f"{config.source}: tls.cert: HTTPS is served with --server uvicorn only "
@@ -117,7 +130,7 @@ def serve(
     uvicorn = _import(server, "uvicorn")
     from scoped_middleware.asgi import create_app  # noqa: PLC0415
 
-    app = create_app(config)
+    app = create_app(config) if workers == 1 else None
     tune_gc(len(config.sites))
     options: dict[str, Any] = {
         "loop": "uvloop",
@@ -139,12 +152,73 @@ def serve(
         "ws": "none",
     }
     options.update(uvicorn_tls(config.tls))  # over HTTPS, its certificate and CA
+    if workers > 1:
+        _serve_workers(uvicorn, config_file, host, port, log_level, workers, options)
+        return
     server_config = uvicorn.Config(app, host=host, port=port, **options)
     server_config.load()  # builds its SSL context now, to be reloaded with the rest
     if server_config.ssl is not None:
         track(server_config.ssl, config.tls, config.source)
     signal.signal(signal.SIGHUP, _reload_on_hangup)
     uvicorn.Server(server_config).run()
+
+
+def _serve_workers(
+    uvicorn: ModuleType,
+    config_file: str,
+    host: str,
+    port: int,
+    log_level: str,
+    workers: int,
+    options: dict[str, Any],
+) -> None:
+    """Several worker processes on one listening socket, each a whole
+    gateway that imports the app by name (uvicorn spawns them), sharing a
+    directory for ``/metrics`` and circuits (scoped/workers.py), removed at
+    exit. A certificate is reloaded by the rolling restart SIGHUP makes."""
+    from scoped_middleware.asgi import CONFIG_ENV  # noqa: PLC0415
+
+    from scoped.workers import WORKERS_ENV  # noqa: PLC0415
+
+    folder = tempfile.mkdtemp(prefix="scoped-workers-")
+    os.environ[CONFIG_ENV] = os.path.abspath(config_file)
+    os.environ[WORKERS_ENV] = folder
+    options = {
+        **options,
+        # Imported by name in each worker (a spawned process gets no objects).
+        "http": "scoped_cli.serve:GatewayProtocol",
+        "factory": True,
+        "workers": workers,
+        "log_config": _log_config(uvicorn, log_level),
+    }
+    try:
+        uvicorn.run("scoped_middleware.asgi:app_from_env", host=host, port=port, **options)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _log_config(uvicorn: ModuleType, level: str) -> dict[str, Any]:
+    """uvicorn's logging, and the gateway's own lines as :func:`log_to_stderr`
+    writes them: applied again in every worker (it is a dictConfig)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["scoped"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["scoped"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "scoped",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["scoped"] = {
+        "handlers": ["scoped"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return dict(config)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GatewayProtocol":  # uvicorn's workers import the protocol by name
+        return gateway_protocol()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _reload_on_hangup(signum: int, frame: object) -> None:

@@ -28,6 +28,7 @@ from scoped.http import (
 )
 from scoped.tls import NO_PEER, Peer
 from scoped.urlscope import split_scope_path
+from scoped.workers import WORKERS_ENV, WorkerShare
 
 LOG = logging.getLogger("scoped.gateway")
 
@@ -176,23 +177,25 @@ async def _send(send: Send, resp: Response) -> None:
                 await result
 
 
-def create_app(config: Config) -> GatewayApp:
-    """The ASGI app for a validated config."""
-    return GatewayApp(Gateway(config))
+def create_app(config: Config, share: WorkerShare | None = None) -> GatewayApp:
+    """The ASGI app for a validated config (``share``: one of several workers)."""
+    return GatewayApp(Gateway(config, share=share))
 
 
 CONFIG_ENV = "SCOPED_CONFIG"
 
 
 def app_from_env() -> GatewayApp:
-    """App factory for ASGI servers that import the app by name (granian):
-    the config file is named by ``$SCOPED_CONFIG``."""
+    """App factory for ASGI servers that import the app by name (granian,
+    uvicorn's workers): the config file is named by ``$SCOPED_CONFIG``, the
+    directory several workers share by ``$SCOPED_WORKERS_DIR``."""
     import os  # noqa: PLC0415
 
     from scoped.config import load_config  # noqa: PLC0415
     from scoped.tuning import tune_gc  # noqa: PLC0415
 
     config = load_config(os.environ[CONFIG_ENV])
-    app = create_app(config)
-    tune_gc(len(config.sites))  # this is the serving process (a granian worker)
+    folder = os.environ.get(WORKERS_ENV)  # scoped gateway --workers N
+    app = create_app(config, WorkerShare(folder) if folder else None)
+    tune_gc(len(config.sites))  # this is the serving process (a worker)
     return app
