@@ -6,14 +6,11 @@ peer whose certificate names a site (docs/design.md §4, §8)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import http.client
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +31,7 @@ from scoped.errors import EXIT_BAD_INPUT
 from scoped.tls import common_names
 from tests.federation import free_port
 from tests.pki import Authority, Issued
+from tests.processes import gateway_command
 from tests.standin import LoopThread
 
 HOP = "x-scoped-hop"
@@ -398,51 +396,6 @@ def _behind_a_front_door(
             f"{gw.url}/image/v2/images", headers={"X-Forwarded-Proto": "https"}, timeout=10
         )
     return plain, fronted, gw.port
-
-
-@dataclasses.dataclass(frozen=True)
-class Running:
-    """A ``scoped gateway`` process started by :func:`gateway_command`."""
-
-    url: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-@contextlib.contextmanager
-def gateway_command(
-    tmp_path: Path, config: dict[str, Any], verify: ssl.SSLContext | bool = True
-) -> Iterator[Running]:
-    """``scoped gateway`` itself (uvicorn with uvloop, as deployed) on
-    ``config``, once its ``/healthz`` answers."""
-    path = tmp_path / "scoped.yaml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    scheme = (
-        "https" if "cert" in config.get("tls", {}) and config["tls"].get("serve", True) else "http"
-    )
-    code = "import sys; from scoped_cli.main import main; sys.exit(main(sys.argv[1:]))"
-    argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
-    log = tmp_path / "gateway.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=err
-        )
-    url = f"{scheme}://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                health = httpx.get(f"{url}/healthz", verify=verify, timeout=2)
-                break
-            except httpx.ConnectError:
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.05)
-        assert health.status_code == 200
-        yield Running(url, port, proc, log)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def served_serial(port: int, ca: Authority) -> int:

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scoped.workers import WORKERS_ENV
 from tests.federation import free_port
+from tests.processes import gateway_command
 from tests.standin import SiteData, make_items, serve_sites_in_thread
 
 CODE = "import sys; from scoped_cli.main import main; sys.exit(main(sys.argv[1:]))"
@@ -39,6 +40,8 @@ def environ(pid: int) -> dict[str, str]:
 
 @contextlib.contextmanager
 def gateway(tmp_path: Path, workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``scoped gateway --workers N`` in front of a stand-in Berlin, once
+    every worker is up."""
     site = SiteData("Berlin", servers=make_items("vm", 3, seed="Berlin"))
     with serve_sites_in_thread([site]) as urls:
         config = {
@@ -46,32 +49,12 @@ def gateway(tmp_path: Path, workers: int) -> Iterator[tuple[str, subprocess.Pope
             "sites": {"Berlin": {}},
             "backends": {"compute": urls["Berlin"]},
         }
-        path = tmp_path / "scoped.yaml"
-        path.write_text(yaml.safe_dump(config))
-        port = free_port()
-        argv = ["gateway", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
-        log = (tmp_path / "gateway.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CODE, *argv, "--workers", str(workers)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
+        with gateway_command(tmp_path, config, args=("--workers", str(workers))) as gw:
             deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
-                with contextlib.suppress(httpx.HTTPError):
-                    up = httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-                    if up and (workers == 1 or len(children(proc.pid)) >= workers):
-                        break
+            while workers > 1 and len(children(gw.proc.pid)) < workers:
                 assert time.monotonic() < deadline, "the workers did not come up"
                 time.sleep(0.1)
-            yield url, proc
-        finally:
-            proc.terminate()  # ours, by its PID: it stops its workers
-            proc.wait(30)
-            log.close()
+            yield gw.url, gw.proc
 
 
 def served(url: str) -> float:

@@ -5,11 +5,7 @@ a replica), and a memcached that is down is a clear error, not a lost page."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,37 +13,8 @@ import orjson
 import pytest
 
 from scoped.markers import MemcachedStore, StoreError, marker_key
-from tests.debian import require_binary
-from tests.federation import free_port
+from tests.memcached import memcached
 from tests.scoped.test_markers import SITES, gateway, get, servers_of
-
-MEMCACHED = "/usr/bin/memcached"
-
-
-@contextlib.contextmanager
-def memcached() -> Iterator[str]:
-    """A memcached of our own on loopback (its PID ours to stop): HOST:PORT."""
-    binary = require_binary(MEMCACHED, "memcached", "the marker store is tested on memcached")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16", "-u", "nobody"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, "memcached did not listen"
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @pytest.fixture(scope="module")
