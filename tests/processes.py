@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import ssl
 import subprocess
 import sys
@@ -66,3 +67,24 @@ def gateway_command(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def running(argv: list[str], port: int) -> Iterator[None]:
+    """A server of a test's own (``argv``), once it listens on ``port`` of
+    127.0.0.1; stopped by its PID at the end."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert time.monotonic() < deadline, f"{argv[0]} did not listen"
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()  # ours, by its PID
+        proc.wait(15)
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -8,10 +8,6 @@ memcached, nginx and haproxy from Debian."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +18,7 @@ import pytest
 from tests.debian import require_binary
 from tests.federation import free_port
 from tests.memcached import memcached
-from tests.processes import gateway_command
+from tests.processes import gateway_command, running
 from tests.standin import SiteData, make_items, serve_sites_in_thread
 
 N = 300
@@ -76,25 +72,6 @@ backend gateway
     )
     binary = require_binary("/usr/sbin/haproxy", "haproxy", "a stock haproxy is put in front")
     return [binary, "-db", "-f", str(folder / "haproxy.cfg")]
-
-
-@contextlib.contextmanager
-def running(argv: list[str], port: int) -> Iterator[None]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, f"{argv[0]} did not listen"
-            time.sleep(0.05)
-        yield
-    finally:
-        proc.terminate()  # ours, by its PID
-        proc.wait(15)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @pytest.fixture(scope="module")
