@@ -92,6 +92,8 @@ class Circuits:
         self.changes: dict[str, tuple[int, float]] = {}
         """Per site, the last change of its circuit here: (state, wall
         time). What sibling workers adopt (scoped/workers.py)."""
+        self.version = 0
+        """Counts the changes: whether ``changes`` is worth writing again."""
 
     def allow(self, site: str) -> bool:
         # allow/record of a closed circuit return at once, watching nothing:
@@ -122,6 +124,7 @@ class Circuits:
             breaker.success()  # also forgets the failures counted while closed
             if was is not State.CLOSED:
                 self.changes[site] = (State.CLOSED.value, time.time())
+                self.version += 1
                 if self._on_change is not None:
                     self._on_change(site, State.CLOSED)
 
@@ -146,6 +149,7 @@ class Circuits:
                 self.changes[site] = (value, at)
                 continue
             self.changes[site] = (value, at)
+            self.version += 1
             if self._on_change is not None:
                 self._on_change(site, breaker.state)
 
@@ -157,6 +161,7 @@ class Circuits:
         result = action()
         if breaker.state is not before:
             self.changes[site] = (breaker.state.value, time.time())
+            self.version += 1
             if self._on_change is not None:
                 self._on_change(site, breaker.state)
         return bool(result)

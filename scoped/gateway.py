@@ -118,7 +118,7 @@ class Gateway:
         published: tuple[int, int] = (-1, -1)
         while True:
             try:
-                now = (sum(self.metrics.requests.counts.values()), len(self.circuits.changes))
+                now = (sum(self.metrics.requests.counts.values()), self.circuits.version)
                 if now != published:
                     share.write_metrics(self.metrics.families())
                     share.write_circuits(self.circuits.changes)

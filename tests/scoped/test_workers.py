@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -157,3 +158,25 @@ def test_metrics_answer_for_every_worker_whichever_is_scraped(tmp_path: Path) ->
         assert sum(s.value for s in served) == sum(requests)
         calls = [s for s in fams["scoped_upstream_requests"].samples if s.name.endswith("_total")]
         assert sum(s.value for s in calls) == 2 * sum(requests)
+
+
+def test_a_circuit_closed_without_a_request_is_published_again(tmp_path: Path) -> None:
+    """A probe closes a circuit with no request served: the siblings must
+    still read that it closed."""
+
+    async def main() -> tuple[int, int]:
+        share = WorkerShare(tmp_path)
+        gw = gateway(share)
+        gw.circuits.record("Denver", False)
+        gw.circuits.record("Denver", False)
+        gw.circuits.record("Denver", False)
+        await gw.start()
+        await asyncio.sleep(0.2)
+        opened = orjson.loads((tmp_path / f"circuits-{share.pid}.json").read_bytes())["Denver"][0]
+        gw.circuits.reset()  # as a probe that got an answer
+        await asyncio.sleep(1.3)
+        closed = orjson.loads((tmp_path / f"circuits-{share.pid}.json").read_bytes())["Denver"][0]
+        await gw.close()
+        return opened, closed
+
+    assert asyncio.run(main()) == (State.OPEN.value, State.CLOSED.value)
