@@ -45,7 +45,7 @@ from .respond import respond, say_why_refused, scope_headers
 from .sites import Registry
 from .tls import client_context, hop_refusal
 from .upstream import HttpUpstream, Upstream
-from .workers import PUBLISH_EVERY, WorkerShare, wall
+from .workers import PUBLISH_EVERY, REPUBLISH, WorkerShare, wall
 
 log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
@@ -116,10 +116,14 @@ class Gateway:
         """Publish this worker's metrics and circuit changes, and adopt its
         siblings' circuit changes (scoped/workers.py), every PUBLISH_EVERY s."""
         published: tuple[int, int] = (-1, -1)
+        rounds = 0
         while True:
             try:
                 now = (sum(self.metrics.requests.counts.values()), self.circuits.version)
-                if now != published:
+                rounds += 1
+                # Series that move without a request (catalog reads, token
+                # renewals): at least every REPUBLISH rounds.
+                if now != published or rounds % REPUBLISH == 0:
                     share.write_metrics(self.metrics.families())
                     share.write_circuits(self.circuits.changes)
                     published = now

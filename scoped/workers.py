@@ -6,7 +6,8 @@ supervisor) and one directory, through which
 
 - ``/metrics`` answers for every worker, whichever one the scrape reaches:
   each worker writes a snapshot of its series there (``metrics-<pid>.json``,
-  at most every :data:`PUBLISH_EVERY` seconds and when it stops), and a
+  every :data:`PUBLISH_EVERY` seconds while it serves, every
+  :data:`REPUBLISH` rounds anyway, and when it stops), and a
   scrape merges them: counters and histograms summed (a dead worker's last
   counts kept, so no counter goes back), gauges the highest of the live
   workers;
@@ -40,7 +41,11 @@ from prometheus_client.metrics_core import Metric
 WORKERS_ENV = "SCOPED_WORKERS_DIR"
 """The shared directory, handed by ``scoped gateway`` to its workers."""
 PUBLISH_EVERY = 1.0
-"""Seconds between a worker's snapshots: how stale ``/metrics`` can be."""
+"""Seconds between a worker's snapshots when it served requests (or a
+circuit changed): how stale ``/metrics`` can be."""
+REPUBLISH = 10
+"""Rounds after which a snapshot is written anyway (series that move
+without a request: catalog reads, token renewals)."""
 
 _CIRCUITS = "circuits-"
 _METRICS = "metrics-"
