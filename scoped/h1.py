@@ -66,10 +66,11 @@ class Deadlines:
     :func:`deadlines_of`.
     """
 
-    __slots__ = ("_buckets", "loop")
+    __slots__ = ("_buckets",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
+        # No reference to the loop (its entry in _DEADLINES would keep it
+        # alive): the loop timers are armed on each connection's own loop.
         self._buckets: dict[int, set[Connection]] = {}
 
     def add(self, when: float, conn: Connection) -> int:
@@ -78,7 +79,7 @@ class Deadlines:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = set()
-            self.loop.call_at(key / 1000, self._fire, key)
+            conn.loop.call_at(key / 1000, self._fire, key)
         bucket.add(conn)
         return key
 
@@ -105,7 +106,7 @@ def deadlines_of(loop: asyncio.AbstractEventLoop) -> Deadlines:
     """
     found = _DEADLINES.get(loop)
     if found is None:
-        found = _DEADLINES[loop] = Deadlines(loop)
+        found = _DEADLINES[loop] = Deadlines()
     return found
 
 

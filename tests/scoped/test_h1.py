@@ -5,6 +5,8 @@ never fires, none fires early."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 from scoped.h1 import Deadlines, deadlines_of
@@ -25,7 +27,7 @@ class Exchange:
 def test_deadlines_fire_once_each_never_early_and_not_when_cancelled() -> None:
     async def main() -> tuple[list[tuple[str, float]], dict[str, float], int, int]:
         loop = asyncio.get_running_loop()
-        deadlines = Deadlines(loop)
+        deadlines = Deadlines()
         fired: list[tuple[str, float]] = []
         now = loop.time()
         when: dict[str, float] = {}
@@ -47,9 +49,13 @@ def test_deadlines_fire_once_each_never_early_and_not_when_cancelled() -> None:
     assert same == 1 and buckets == 2, "a, b and gone (the same ms) share one loop timer"
 
 
-def test_each_loop_has_its_own() -> None:
-    async def mine() -> Deadlines:
-        return deadlines_of(asyncio.get_running_loop())
+def test_each_loop_has_its_own_and_lets_it_go() -> None:
+    async def mine() -> tuple[Deadlines, weakref.ref[asyncio.AbstractEventLoop]]:
+        loop = asyncio.get_running_loop()
+        return deadlines_of(loop), weakref.ref(loop)
 
-    first, second = asyncio.run(mine()), asyncio.run(mine())
+    first, loop = asyncio.run(mine())
+    second, _ = asyncio.run(mine())
     assert first is not second
+    gc.collect()
+    assert loop() is None, "a finished loop is not kept alive by its deadlines"
