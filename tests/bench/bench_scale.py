@@ -2,13 +2,17 @@
 process, one port per site: tests/bench/site_farm.py), measured as the
 1000-sites issue's table: ``*`` list latency and the gateway's CPU per site
 call, 8 clients at once, paging, header and error sizes, silent and refused
-sites, ``*?``.
+sites, ``*?``, paging and a ``*`` list behind a stock nginx and HAProxy, and
+8 clients at once against ``--workers 1`` and ``--workers 2``.
 
     .venv/bin/python tests/bench/bench_scale.py [--sites 200,1000] [--requests 30]
         [--quick] [--profile PATH]
 
 Everything on 127.0.0.1; the gateway is pinned to CPU 1, the sites and the
-clients to CPU 0. Compare figures within one run.
+clients to CPU 0 (the workers rows: the gateway on both CPUs, once with one
+worker, once with two). The gateway keeps long paging markers in a
+memcached of the benchmark's own (when /usr/bin/memcached is there).
+Compare figures within one run.
 
 ``--quick`` measures only the ``*`` list (p50 and the gateway's CPU). With
 ``--profile PATH``, after the measured requests, py-spy (``pip install
@@ -37,7 +41,10 @@ from pathlib import Path
 import httpx
 from bench_gateway import PY, SCOPED, Processes, free_port, tree_cpu, wait_http
 
+from tests.stock_proxies import HAPROXY, NGINX, stock_haproxy, stock_nginx
+
 HERE = Path(__file__).resolve().parent
+MEMCACHED = "/usr/bin/memcached"
 ITEMS = 5  # per site (site_farm.ITEMS)
 
 
@@ -51,8 +58,15 @@ def closed_port() -> int:
 class Federation:
     """A farm of N sites and a gateway in front (S0 is the gateway's own)."""
 
-    def __init__(self, procs: Processes, tmp: Path, kinds: list[tuple[str, float]]) -> None:
+    def __init__(
+        self,
+        procs: Processes,
+        tmp: Path,
+        kinds: list[tuple[str, float]],
+        memcached: str | None = None,
+    ) -> None:
         self.n = len(kinds)
+        self.procs = procs
         ports_file = tmp / f"ports-{self.n}-{id(kinds)}"
         served = [(k, d) for k, d in kinds if k != "refused"]
         spec = ",".join(f"{k}:{d * 1000:.0f}" for k, d in served)
@@ -70,6 +84,7 @@ class Federation:
             f"limits: {{max_fanout: {2 * self.n}}}",
             "timeouts: {connect: 2.0, total: 10.0}",
             f'backends: {{compute: "http://127.0.0.1:{ports[0]}"}}',
+            *([f'paging: {{memcached: ["{memcached}"]}}'] if memcached else []),
             "sites:",
             f'  S0: {{endpoints: {{compute: "http://127.0.0.1:{self.port}/compute"}}}}',
         ]
@@ -77,11 +92,11 @@ class Federation:
             f'  S{i}: {{endpoints: {{compute: "http://127.0.0.1:{ports[i]}"}}}}'
             for i in range(1, self.n)
         ]
-        config = tmp / f"scale-{self.n}-{id(kinds)}.yaml"
-        config.write_text("\n".join(lines) + "\n")
+        self.config = tmp / f"scale-{self.n}-{id(kinds)}.yaml"
+        self.config.write_text("\n".join(lines) + "\n")
         self.proc = procs.start(
-            SCOPED, "gateway", "--config", str(config), "--listen", f"127.0.0.1:{self.port}",
-            cpu="1",
+            SCOPED, "gateway", "--config", str(self.config), "--listen",
+            f"127.0.0.1:{self.port}", cpu="1",
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}/compute/v2.1/servers"
         wait_http(f"http://127.0.0.1:{self.port}/healthz", procs, timeout=60)
@@ -210,26 +225,146 @@ def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None)
         print(f"  X-Scope-Sites: {len(resp.headers['x-scope-sites'])} bytes")
         rps, p50c = asyncio.run(clients_at_once(fed.url, "<nova: *>", 8, 10.0))
         print(f"  8 clients at once: {rps:.1f} req/s, p50 {p50c * 1e3:.0f} ms")
-        longest, over, seen, pages = 0, 0, 0, 0
-        url: str | None = fed.url + "?limit=50&sort_key=name&sort_dir=asc"
-        limit_pages = fed.n * ITEMS // 50 + 5
-        while url is not None and pages < limit_pages:
-            page = fed.get(client, "<nova: *>", url)
-            assert page.status_code == 200, page.text[:300]
-            body = page.json()
-            seen += len(body["servers"])
-            pages += 1
-            links = [ln["href"] for ln in body.get("servers_links", []) if ln["rel"] == "next"]
-            url = links[0] if links else None
-            if url is not None:
-                longest = max(longest, len(url))
-                over += len(url) > 8192
-        print(
-            f"  paging by 50, sorted: {pages} pages, {seen} of {fed.n * ITEMS} items, "
-            f"longest next URL {longest / 1024:.1f} KB, {over} over 8 KB"
-        )
+        print(f"  paging by 50, sorted: {paging(client, fed.url, fed.n)}")
         metrics = client.get(f"http://127.0.0.1:{fed.port}/metrics").text
         print(f"  /metrics: {len(metrics) / 1024:.0f} KB")
+    behind_stock_proxies(fed)
+
+
+def paging(client: httpx.Client, base: str, n: int) -> str:
+    """Page through a sorted ``*`` list by 50 from ``base`` (a gateway, or a
+    proxy in front of one; links followed at ``base``'s origin)."""
+    origin = base.split("/compute/", 1)[0]
+    longest, over, seen, pages = 0, 0, [], 0
+    url: str | None = base + "?limit=50&sort_key=name&sort_dir=asc"
+    while url is not None and pages < n * ITEMS // 50 + 5:
+        page = client.get(url, headers={"X-Scope": "<nova: *>"})
+        if page.status_code != 200:
+            return f"{page.status_code} at page {pages + 1} ({len(url) / 1024:.1f} KB URL)"
+        body = page.json()
+        seen += [s["id"] for s in body["servers"]]
+        pages += 1
+        links = [ln["href"] for ln in body.get("servers_links", []) if ln["rel"] == "next"]
+        url = None
+        if links:
+            longest = max(longest, len(links[0]))
+            over += len(links[0]) > 8192
+            url = origin + "/compute/" + links[0].split("/compute/", 1)[1]
+    once = "every item once" if len(seen) == len(set(seen)) == n * ITEMS else "ITEMS MISSING"
+    return (
+        f"{pages} pages, {len(seen)} of {n * ITEMS} items ({once}), "
+        f"longest next URL {longest / 1024:.2f} KB, {over} over 8 KB"
+    )
+
+
+def behind_stock_proxies(fed: Federation) -> None:
+    """A ``*`` list and paging through a stock nginx and a stock HAProxy."""
+    for name, binary, make in (("nginx", NGINX, stock_nginx), ("HAProxy", HAPROXY, stock_haproxy)):
+        if not os.path.exists(binary):
+            print(f"  behind a stock {name}: not measured ({binary} missing)")
+            continue
+        port = free_port()
+        folder = Path(tempfile.mkdtemp(prefix=f"scoped-scale-{name}-"))
+        proc = fed.procs.start(*make(folder / "run", port, fed.port, binary), cpu="0")
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"{name} did not listen") from None
+                    time.sleep(0.05)
+            base = f"http://127.0.0.1:{port}/compute/v2.1/servers"
+            with httpx.Client(timeout=60) as client:
+                star = client.get(base, headers={"X-Scope": "<nova: *>"})
+                items = len(star.json()["servers"]) if star.status_code == 200 else 0
+                pages = paging(client, base, fed.n)
+            print(f"  behind a stock {name}: * list {star.status_code} ({items} items); "
+                  f"paging {pages}")  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            fed.procs.procs.remove(proc)  # ended: not a failure to watch for
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def with_workers(procs: Processes, tmp: Path, n: int) -> None:
+    """8 clients at once against ``--workers 1`` and ``--workers 2``. The
+    sites here are one nginx listening on N ports (a static answer, no
+    delay, ~10 µs a request): the aiohttp farm costs more CPU than the
+    gateway per site call and, on 2 cores, would be what is measured.
+    Nothing pinned: the gateway, nginx and the clients share both CPUs."""
+    if not os.path.exists(NGINX):
+        print(f"  8 clients at once with workers: not measured ({NGINX} missing)")
+        return
+    ports: list[int] = []
+    while len(ports) < n:  # free_port can give a port twice
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    items = ", ".join(
+        f'{{"id": "$server_port-{i}", "name": "vm-$server_port-{i}"}}' for i in range(ITEMS)
+    )
+    folder = tmp / f"nginx-farm-{n}"
+    folder.mkdir()
+    listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
+    (folder / "nginx.conf").write_text(
+        f"""worker_processes 1; pid {folder}/nginx.pid; error_log {folder}/error.log;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 75;
+  client_body_temp_path {folder}; proxy_temp_path {folder}; fastcgi_temp_path {folder};
+  uwsgi_temp_path {folder}; scgi_temp_path {folder};
+  server {{
+{listens}
+    location / {{ default_type application/json; return 200 '{{"servers": [{items}]}}'; }}
+  }}
+}}
+"""
+    )
+    farm = procs.start(NGINX, "-p", str(folder), "-c", "nginx.conf", "-g", "daemon off;", cpu="0,1")
+    config = folder / "scoped.yaml"
+    sites = "\n".join(
+        f'  S{i}: {{endpoints: {{compute: "http://127.0.0.1:{p}"}}}}'
+        for i, p in enumerate(ports)
+        if i
+    )
+    config.write_text(
+        f"""site: S0
+limits: {{max_fanout: {2 * n}}}
+backends: {{compute: "http://127.0.0.1:{ports[0]}"}}
+sites:
+  S0: {{}}
+{sites}
+"""
+    )
+    try:
+        for workers in (1, 2):
+            port = free_port()
+            proc = procs.start(
+                SCOPED, "gateway", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+                "--workers", str(workers), cpu="0,1",
+            )  # fmt: skip
+            try:
+                wait_http(f"http://127.0.0.1:{port}/healthz", procs, timeout=60)
+                time.sleep(2.0)  # every worker up
+                url = f"http://127.0.0.1:{port}/compute/v2.1/servers"
+                asyncio.run(clients_at_once(url, "<nova: *>", 8, 2.0))  # warm the pools
+                rps, p50 = asyncio.run(clients_at_once(url, "<nova: *>", 8, 10.0))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+                procs.procs.remove(proc)
+            print(
+                f"  8 clients at once, sites without delay (nginx), --workers {workers}: "
+                f"{rps:.1f} req/s, p50 {p50 * 1e3:.0f} ms"
+            )
+    finally:
+        farm.terminate()
+        farm.wait(10)
+        procs.procs.remove(farm)
 
 
 def spread(fed: Federation, n_requests: int, slowest: float) -> None:
@@ -272,16 +407,27 @@ def main() -> None:
     args = ap.parse_args()
     widths = [int(x) for x in args.sites.split(",")]
     procs = Processes()
+    store, store_procs = None, Processes()  # outlives each width's processes
+    if os.path.exists(MEMCACHED) and not args.quick:
+        store_port = free_port()
+        store_procs.start(
+            MEMCACHED, "-l", "127.0.0.1", "-p", str(store_port), "-U", "0", "-m", "64",
+            "-u", "nobody", cpu="0",
+        )  # fmt: skip
+        store = f"127.0.0.1:{store_port}"
+    print(f"paging markers kept in: {store or 'the links (no memcached here)'}")
     with tempfile.TemporaryDirectory(prefix="scoped-scale-") as tmp_dir:
         tmp = Path(tmp_dir)
         try:
             for n in widths:
                 print(f"\nN = {n}")
-                fed = Federation(procs, tmp, [("ok", 0.020)] * n)
+                fed = Federation(procs, tmp, [("ok", 0.020)] * n, store)
                 profile = args.profile
                 if profile is not None and len(widths) > 1:
                     profile = profile.with_name(f"{profile.name}-{n}")
                 uniform(fed, args.requests, args.quick, profile)
+                if not args.quick:
+                    with_workers(procs, tmp, n)
                 if args.quick:
                     procs.stop()
                     procs.procs.clear()
@@ -301,6 +447,7 @@ def main() -> None:
                 procs.logs.clear()
         finally:
             procs.stop()
+            store_procs.stop()
 
 
 if __name__ == "__main__":

@@ -20,58 +20,11 @@ from tests.federation import free_port
 from tests.memcached import memcached
 from tests.processes import gateway_command, running
 from tests.standin import SiteData, make_items, serve_sites_in_thread
+from tests.stock_proxies import HAPROXY, NGINX, stock_haproxy, stock_nginx
 
 N = 300
 PER_SITE = 3
 STAR = {"X-Scope": "<compute: *>"}
-
-
-def _nginx(folder: Path, port: int, upstream: int) -> list[str]:
-    """Debian's nginx with nothing but a proxy_pass: default buffers
-    (large_client_header_buffers 4 8k, proxy_buffer_size one page)."""
-    folder.mkdir()
-    temp = " ".join(
-        f"{kind}_temp_path {folder}/{kind};" for kind in ("client_body", "proxy", "fastcgi")
-    )
-    (folder / "nginx.conf").write_text(
-        f"""
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    {temp} uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://127.0.0.1:{upstream}; }}
-    }}
-}}
-"""
-    )
-    binary = require_binary("/usr/sbin/nginx", "nginx-light", "a stock nginx is put in front")
-    return [binary, "-p", str(folder), "-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"]
-
-
-def _haproxy(folder: Path, port: int, upstream: int) -> list[str]:
-    """Debian's haproxy with defaults only (tune.bufsize 16384)."""
-    folder.mkdir()
-    (folder / "haproxy.cfg").write_text(
-        f"""
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend front
-    bind 127.0.0.1:{port}
-    default_backend gateway
-backend gateway
-    server gateway 127.0.0.1:{upstream}
-"""
-    )
-    binary = require_binary("/usr/sbin/haproxy", "haproxy", "a stock haproxy is put in front")
-    return [binary, "-db", "-f", str(folder / "haproxy.cfg")]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +63,12 @@ def proxy(
 ) -> Iterator[str]:
     port = free_port()
     folder = tmp_path_factory.mktemp(request.param) / "run"
-    argv = (_nginx if request.param == "nginx" else _haproxy)(folder, port, gateway)
+    if request.param == "nginx":
+        binary = require_binary(NGINX, "nginx-light", "a stock nginx is put in front")
+        argv = stock_nginx(folder, port, gateway, binary)
+    else:
+        binary = require_binary(HAPROXY, "haproxy", "a stock haproxy is put in front")
+        argv = stock_haproxy(folder, port, gateway, binary)
     with running(argv, port):
         yield f"http://127.0.0.1:{port}"
 
@@ -151,7 +109,8 @@ def test_an_inline_marker_of_300_sites_would_not_pass_nginx(gateway: int, tmp_pa
     """Why the store: a link carrying 300 sites' positions (~15 KB) is
     refused by a stock nginx before it reaches the gateway."""
     port = free_port()
-    with running(_nginx(tmp_path / "run", port, gateway), port):
+    binary = require_binary(NGINX, "nginx-light", "a stock nginx is put in front")
+    with running(stock_nginx(tmp_path / "run", port, gateway, binary), port):
         marker = "sc1." + "A" * 15000
         resp = httpx.get(f"http://127.0.0.1:{port}/compute/v2.1/servers?marker={marker}")
     assert resp.status_code == 414
