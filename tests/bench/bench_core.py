@@ -2,9 +2,11 @@
 over an in-memory upstream, no sockets, no server.
 
 Prints microseconds of CPU per request (median of rounds) for a request
-forwarded to one site, and for a ``&`` over three sites merged. This is the
-part of the gateway's cost that scoped's own code decides; bench_gateway.py
-measures it with the server and the wire. Self-contained (its own in-memory
+forwarded to one site, and for a ``&`` over three sites merged; then, per
+site, merging a ``*`` list over 1000 sites (scoped/merge.py alone: decode
+each site's answer, combine, render), in site order and sorted by 50. This is
+the part of the gateway's cost that scoped's own code decides;
+bench_gateway.py measures it with the server and the wire. Self-contained (its own in-memory
 site), so the same script measures an older checkout:
 
     .venv/bin/python tests/bench/bench_core.py
@@ -25,6 +27,8 @@ from scoped_middleware.asgi import GatewayApp
 
 from scoped.config import parse_config
 from scoped.gateway import Gateway
+from scoped.merge import combine, decode_collection, render
+from scoped.paging import listing_of
 
 SERVERS = orjson.dumps({"servers": [{"id": f"id-{i}", "name": f"vm{i}"} for i in range(10)]})
 
@@ -99,6 +103,36 @@ async def measure(app: GatewayApp, scope: dict[str, Any], n: int) -> float:
     return elapsed / n * 1e6
 
 
+def site_body(index: int) -> bytes:
+    """A site's answer as tests/bench/site_farm.py gives it: 5 servers."""
+    items = [{"id": f"{index:05d}-{i:02d}", "name": f"vm-{index:05d}-{i:02d}"} for i in range(5)]
+    return orjson.dumps({"servers": items})
+
+
+def measure_merge(query: str, sites: int, n: int) -> float:
+    """CPU µs per site of merging ``sites`` answers to a list with ``query``."""
+    bodies = [(f"S{i}", site_body(i)) for i in range(sites)]
+    listing = listing_of("compute", query)
+
+    def once() -> bytes:
+        parts = [decode_collection(site, body) for site, body in bodies]
+        coll = combine(listing, parts)  # type: ignore[arg-type]
+        return render(
+            coll,
+            listing,
+            service="compute",
+            entry_url="http://gw.test/compute",
+            path="/v2.1/servers",
+            query=query,
+        )
+
+    once()
+    start = time.process_time()
+    for _ in range(n):
+        once()
+    return (time.process_time() - start) / n / sites * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -118,6 +152,16 @@ def main() -> None:
             f"{name:48s} {statistics.median(rounds):6.1f} µs/request "
             f"(min {min(rounds):.1f}, max {max(rounds):.1f}, {args.rounds} rounds "
             f"of {args.requests})"
+        )
+    merges = {
+        "* list over 1000 sites, merged in site order": "",
+        "* list over 1000 sites, limit=50 sorted by name": "limit=50&sort_key=name&sort_dir=asc",
+    }
+    for name, query in merges.items():
+        rounds = [measure_merge(query, 1000, 20) for _ in range(args.rounds)]
+        print(
+            f"{name:48s} {statistics.median(rounds):6.2f} µs/site "
+            f"(min {min(rounds):.2f}, max {max(rounds):.2f}, {args.rounds} rounds of 20)"
         )
 
 
