@@ -60,10 +60,7 @@ def upstream_headers(
     """
     local = site == registry.local
     key = (merging, local, req.body.replayable, req.carried)
-    made: dict[tuple[bool, bool, bool, str | None], list[tuple[str, str]]] | None
-    made = req.__dict__.get("_forwarded")
-    if made is None:
-        made = req.__dict__["_forwarded"] = {}
+    made = req.memo
     shared = made.get(key)
     if shared is None:
         shared = made[key] = _shared_headers(req, registry.local, local, merging)
@@ -93,14 +90,6 @@ def _shared_headers(req: Request, home: str, local: bool, merging: bool) -> list
         out.append((name, strip(value) if strip_tokens and name in TOKEN_HEADERS else value))
     out.append((REQUEST_ID, req.request_id))
     return out
-
-
-def upstream_url(req: Request, registry: Registry, site: str, query: str) -> str | None:
-    """Where ``req`` goes at ``site``, or None if that site lacks the service."""
-    base = registry.endpoint(site, req.service)
-    if base is None:
-        return None
-    return at_endpoint(base, req, query)
 
 
 def at_endpoint(base: str, req: Request, query: str) -> str:

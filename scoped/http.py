@@ -266,6 +266,17 @@ class Request:
         return found
 
     @property
+    def memo(self) -> dict[Any, Any]:
+        """Work done once per request and reused by each of its site calls
+        (the forwarded headers: :func:`scoped.forward.upstream_headers`),
+        kept in the instance's ``__dict__`` like :attr:`request_id`; a
+        :meth:`variant` starts with none."""
+        found: dict[Any, Any] | None = self.__dict__.get("_memo")
+        if found is None:
+            found = self.__dict__["_memo"] = {}
+        return found
+
+    @property
     def idempotent(self) -> bool:
         return self.method in IDEMPOTENT
 
