@@ -45,7 +45,7 @@ from .respond import respond, say_why_refused, scope_headers
 from .sites import Registry
 from .tls import client_context, hop_refusal
 from .upstream import HttpUpstream, Upstream
-from .workers import PUBLISH_EVERY, REPUBLISH, WorkerShare, wall
+from .workers import PUBLISH_EVERY, REPUBLISH, WorkerShare
 
 log = logging.getLogger("scoped.gateway")
 request_log = logging.getLogger("scoped.request")
@@ -127,7 +127,7 @@ class Gateway:
                     share.write_metrics(self.metrics.families())
                     share.write_circuits(self.circuits.changes)
                     published = now
-                self.circuits.adopt(share.others_circuits(), wall())
+                self.circuits.adopt(share.others_circuits(), time.time())
             except OSError as err:
                 log.warning("workers: %s (the shared directory %s)", err, share.folder)
             await asyncio.sleep(PUBLISH_EVERY)
