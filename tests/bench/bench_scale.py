@@ -70,7 +70,7 @@ class Federation:
         ports_file = tmp / f"ports-{self.n}-{id(kinds)}"
         served = [(k, d) for k, d in kinds if k != "refused"]
         spec = ",".join(f"{k}:{d * 1000:.0f}" for k, d in served)
-        procs.start(PY, str(HERE / "site_farm.py"), str(ports_file), spec, cpu="0")
+        self.farm = procs.start(PY, str(HERE / "site_farm.py"), str(ports_file), spec, cpu="0")
         deadline = time.monotonic() + 120
         while not ports_file.exists():
             if time.monotonic() > deadline:
@@ -208,8 +208,10 @@ def top_costs(path: Path, count: int = 25) -> None:
 def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None) -> None:
     with httpx.Client(timeout=60) as client:
         before = tree_cpu(fed.proc.pid)
+        farm_before = tree_cpu(fed.farm.pid)
         p50, resp, each = timed(lambda: fed.get(client, "<nova: *>"), n_requests, fed.proc.pid)
         cpu = (tree_cpu(fed.proc.pid) - before) / (n_requests + 1)
+        farm = (tree_cpu(fed.farm.pid) - farm_before) / (n_requests + 1)
         assert resp.status_code == 200, resp.text[:300]
         items = len(resp.json()["servers"])
         print(f"  * list, every site 20 ms away: p50 {p50 * 1e3:.1f} ms ({items} items)")
@@ -218,6 +220,7 @@ def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None)
             f"  gateway CPU per * request: {cpu * 1e3:.1f} ms, per site call "
             f"{cpu / fed.n * 1e6:.0f} us{least}"
         )
+        print(f"  the site farm's CPU per * request: {farm * 1e3:.1f} ms")
         if profile is not None:
             profiled(fed, client, n_requests, profile)
         if quick:
