@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from .answer import Answer, Shortfall, SiteReport, Verdict, verdict_of
@@ -25,6 +26,7 @@ from .metrics import Metrics
 from .paging import Listing, site_query
 from .policies import Send, SiteCall
 from .sites import Registry
+from .upstream import Reply
 from .urlscope import rewrite_catalog, rewrite_remote_catalog
 
 _JSON_TYPES = ("application/json", "application/problem+json")
@@ -57,6 +59,13 @@ def is_token_validation(req: Request) -> bool:
     return req.method in ("GET", "HEAD") and is_token_path(req)
 
 
+class Head(Protocol):
+    """An answer's status line and headers (a reply's, or a connection's)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+
+
 class SiteCaller:
     """Calls one site for a request, through the policy stack."""
 
@@ -72,9 +81,10 @@ class SiteCaller:
         m.upstream_seconds.observe(report.ms / 1000, report.site)
         return report
 
-    def _failed(
+    def failed(
         self, req: Request, site: str, err: Failure, ms: float, safe: bool = False
     ) -> Answer:
+        """The answer of a call that got no answer (or an unreadable one)."""
         report = self._observe(req, SiteReport(site, err.outcome, ms, err.detail))
         return Answer(Verdict.FAILED, 502, reports=[report], site=site, safe=safe)
 
@@ -88,7 +98,7 @@ class SiteCaller:
         base = registry.endpoint(site, req.service)
         if base is None:
             detail = f"site {site!r} has no endpoint for service {req.service!r}"
-            return self._failed(req, site, CallError(detail), 0.0, safe=True)
+            return self.failed(req, site, CallError(detail), 0.0, safe=True)
         url = at_endpoint(base, req, query)
         call = SiteCall(
             site,
@@ -104,29 +114,27 @@ class SiteCaller:
             reply = await self.send(call)
         except Failure as err:
             ms = (time.perf_counter() - start) * 1000
-            return self._failed(req, site, err, ms, safe=not err.sent)
-        status = reply.status
-        public = registry.public_endpoint(site, req.service)
-        answer = Answer(
-            verdict_of(status),
-            status,
-            _relocate(reply.headers, base, req, public),
-            site=site,
-            reply=reply,
-            safe=status in (404, 503),
-        )
+            return self.failed(req, site, err, ms, safe=not err.sent)
+        return await self.answer(site, req, base, reply, start, merging)
+
+    async def answer(
+        self, site: str, req: Request, base: str, reply: Reply, start: float, merging: bool
+    ) -> Answer:
+        """The answer of a call to endpoint ``base`` whose reply (head) came
+        (``start``: when it was sent): read whole for a merge, a small
+        error body read, or left unread to be streamed."""
+        answer, public = self._shaped(site, req, base, reply.status, reply.headers)
+        answer.reply = reply
         if req.method == "HEAD":
             pass  # no body to read, merge or report
         elif merging and answer.verdict is Verdict.OK and is_json(reply.headers):
             try:
                 body = await reply.read(self.limits.max_merge_bytes)
-            except BodyTooLarge as err:
-                ms = (time.perf_counter() - start) * 1000
-                detail = f"its answer is larger than the merge limit ({err.limit} bytes)"
-                return self._failed(req, site, CallError(detail, sent=True), ms)
+            except BodyTooLarge:
+                return self._too_large(req, site, start)
             except Failure as err:
                 ms = (time.perf_counter() - start) * 1000
-                return self._failed(req, site, err, ms)
+                return self.failed(req, site, err, ms)
             answer.body = _relink(body, base, req, public)
             answer.reply = None
         elif merging and answer.verdict is not Verdict.OK:
@@ -136,10 +144,52 @@ class SiteCaller:
             except Failure:
                 answer.body = None
             answer.reply = None
+        return self._reported(answer, req, start)
+
+    def whole_answer(
+        self,
+        site: str,
+        req: Request,
+        base: str,
+        head: Head,
+        chunks: list[bytes],
+        start: float,
+    ) -> Answer:
+        """:meth:`answer` of a merging GET whose whole answer is here
+        (``chunks``), JSON or not OK: no await (:mod:`scoped.fanout`)."""
+        answer, public = self._shaped(site, req, base, head.status, head.headers)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if answer.verdict is not Verdict.OK:
+            answer.body = body if len(body) <= SMALL_BODY else None
+        elif len(body) > self.limits.max_merge_bytes:
+            return self._too_large(req, site, start)
+        else:
+            answer.body = _relink(body, base, req, public)
+        return self._reported(answer, req, start)
+
+    def _shaped(
+        self, site: str, req: Request, base: str, status: int, headers: list[tuple[str, str]]
+    ) -> tuple[Answer, str | None]:
+        """A site's answer as the plan sees it (its locations pointed back
+        here), and the site's public endpoint for the service."""
+        public = self.registry.public_endpoint(site, req.service)
+        headers = _relocate(headers, base, req, public)
+        answer = Answer(verdict_of(status), status, headers, site=site, safe=status in (404, 503))
+        return answer, public
+
+    def _reported(self, answer: Answer, req: Request, start: float) -> Answer:
         ms = (time.perf_counter() - start) * 1000
+        status = answer.status
         outcome = _STATUS_TEXT.get(status) or str(status)
+        site = answer.site or ""
         answer.reports = [self._observe(req, SiteReport(site, outcome, ms, status=status))]
         return answer
+
+    def _too_large(self, req: Request, site: str, start: float) -> Answer:
+        ms = (time.perf_counter() - start) * 1000
+        limit = self.limits.max_merge_bytes
+        detail = f"its answer is larger than the merge limit ({limit} bytes)"
+        return self.failed(req, site, CallError(detail, sent=True), ms)
 
     async def inline_small_body(self, answer: Answer, req: Request) -> None:
         """Read a small body, or a JSON one, (by Content-Length) now: one write

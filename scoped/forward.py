@@ -58,15 +58,25 @@ def upstream_headers(
     copied per site. Made per site, they were ~2 µs of each site call's CPU
     (tests/bench/bench_scale.py, 1000 sites; more with a token to carry).
     """
+    shared = shared_headers(req, registry, site, merging)
+    if site == registry.local:
+        return shared.copy()
+    return [*shared, (HOP_HEADER, hop_value(registry.local, site))]
+
+
+def shared_headers(
+    req: Request, registry: Registry, site: str, merging: bool
+) -> list[tuple[str, str]]:
+    """:func:`upstream_headers` without the hop mark (a remote site's is
+    ``HOP_HEADER: hop_value(registry.local, site)``): the list every remote
+    site of the request shares (or the local site's), not to be changed."""
     local = site == registry.local
     key = (merging, local, req.body.replayable, req.carried)
     made = req.memo
     shared = made.get(key)
     if shared is None:
         shared = made[key] = _shared_headers(req, registry.local, local, merging)
-    if local:
-        return shared.copy()
-    return [*shared, (HOP_HEADER, hop_value(registry.local, site))]
+    return shared
 
 
 def _shared_headers(req: Request, home: str, local: bool, merging: bool) -> list[tuple[str, str]]:

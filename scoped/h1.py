@@ -141,6 +141,7 @@ class Connection(asyncio.Protocol):
         "_keep_alive",
         "_kept_parser",
         "_last",
+        "_listener",
         "_parser",
         "_paused",
         "_spoiled",
@@ -154,6 +155,7 @@ class Connection(asyncio.Protocol):
         "loop",
         "origin",
         "status",
+        "tag",
         "tls",
         "transport",
     )
@@ -175,6 +177,11 @@ class Connection(asyncio.Protocol):
         """The last exchange's, kept for the next one: its answer ended cleanly."""
         self._drain: asyncio.Future[None] | None = None
         self._deadlines = deadlines_of(loop)
+        self._listener: Callable[[Connection], None] | None = None
+        """Called once when the exchange of :meth:`start` ends, fails, or
+        pauses reading (its body is large): instead of waking a coroutine."""
+        self.tag = 0
+        """The caller's mark of the exchange of :meth:`start` (its index)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -223,6 +230,10 @@ class Connection(asyncio.Protocol):
             self._fail(ConnectionBroken("the site switched protocols", True))
         except httptools.HttpParserError as err:
             self._fail(ConnectionBroken(f"the site's answer is not valid HTTP ({err})", True))
+        if self._listener is not None and (self._complete or self._paused):
+            # Told once the parser is done with these bytes (not from within
+            # its callbacks: the listener may give the connection back).
+            self._notify()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: no half-open connections
@@ -236,6 +247,8 @@ class Connection(asyncio.Protocol):
         if self._headers_done and not self._framed():
             self._message_done()  # an answer delimited by the end of the connection
             self._keep_alive = False
+            if self._listener is not None:
+                self._notify()
             return
         where = "in the middle of its answer" if self._answered else "before answering"
         self._fail(ConnectionBroken(f"the site closed the connection {where}", self._answered))
@@ -354,6 +367,42 @@ class Connection(asyncio.Protocol):
             if self._error is not None and not self._headers_done:
                 raise self._error
 
+    def start(
+        self,
+        head: bytes,
+        timeout: float,
+        listener: Callable[[Connection], None],
+        tag: int,
+        doubt: Callable[[], None] | None = None,
+        doubt_after: float = 0.0,
+    ) -> bool:
+        """:meth:`request` of a request without body nor coroutine: the head
+        is written, and ``listener(self)`` is called once the answer is
+        complete (:attr:`complete`), failed (``_error``), or paused for a
+        large body (neither). False: the connection is closed (nothing sent)."""
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            return False
+        self._reset()
+        parser, self._kept_parser = self._kept_parser, None
+        self._parser = httptools.HttpResponseParser(self) if parser is None else parser
+        self._timeout = timeout
+        self._last = now = self.loop.time()
+        first = now + timeout
+        if doubt is not None and doubt_after < timeout:
+            self._doubt, self._doubt_after = doubt, doubt_after
+            first = now + doubt_after
+        self._timer = self._deadlines.add(first, self)
+        self._listener = listener
+        self.tag = tag
+        transport.write(head)
+        self._head_by = now + timeout
+        return True
+
+    def detach(self) -> None:
+        """No more calls to the listener of :meth:`start`."""
+        self._listener = None
+
     async def _send_stream(
         self, body: AsyncIterator[bytes], chunked: bool, length: int | None
     ) -> None:
@@ -422,6 +471,11 @@ class Connection(asyncio.Protocol):
     @property
     def complete(self) -> bool:
         return self._complete
+
+    @property
+    def error(self) -> ConnectionBroken | None:
+        """Why the exchange failed (None: it did not)."""
+        return self._error
 
     @property
     def heard_at(self) -> float:
@@ -494,6 +548,11 @@ class Connection(asyncio.Protocol):
             self._timer = None
         self._wake_body()
 
+    def _notify(self) -> None:
+        listener, self._listener = self._listener, None
+        assert listener is not None
+        listener(self)
+
     def _fail(self, err: ConnectionBroken) -> None:
         if self._error is None:
             self._error = err
@@ -502,6 +561,8 @@ class Connection(asyncio.Protocol):
             self._deadlines.discard(self._timer, self)
             self._timer = None
         self.close()
+        if self._listener is not None:
+            self._notify()
         self._wake_head()
         self._wake_body()
 

@@ -12,6 +12,11 @@ call to a site goes through the same stack, outermost first::
 Each layer raises :class:`~scoped.errors.Failure` subclasses and decides on
 their properties (``retryable``, ``counts``, ``sent``), never on strings.
 The executor sees only the top of the stack.
+
+Each layer also says, in ``shortcut()``, when it would pass a call through
+untouched: then a plain GET of a read fan-out may skip the stack's
+coroutines (:class:`Shortcut`, :mod:`scoped.fanout`). A layer that does not
+say so (any other ``Send``) keeps every call on the stack.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from .errors import CallError, Failure, Skipped
 from .federation import Federation, NotIssuedHere
 from .http import IDEMPOTENT, Body, header
 from .identity import Identities, IdentityError
-from .upstream import Reply, Upstream
+from .upstream import HttpUpstream, Reply, Upstream
 
 
 class SiteCall(NamedTuple):
@@ -58,6 +63,38 @@ class SiteCall(NamedTuple):
 Send = Callable[[SiteCall], Awaitable[Reply]]
 
 
+class Shortcut(NamedTuple):
+    """What a policy stack asks of a plain GET that skips its coroutines
+    (:mod:`scoped.fanout`): where to send it, when every layer would pass
+    it through untouched (:meth:`passes`), and what a layer counts of its
+    outcome (:meth:`settled`). Made once per stack, by its layers."""
+
+    upstream: HttpUpstream
+    circuits: Circuits | None = None
+    federation: Federation | None = None
+
+    def passes(self, site: str, token: bool) -> bool:
+        """Whether a GET to ``site`` (with a user's token, or not) is sent as
+        it is: its circuit closed, and no token to exchange for the site's own."""
+        circuits = self.circuits
+        if circuits is not None and circuits.state(site) is not State.CLOSED:
+            return False
+        federation = self.federation
+        return not (token and federation is not None and federation.federated(site))
+
+    def settled(self, site: str, ok: bool) -> None:
+        """The call's outcome: ``ok`` unless it says "not there" (counted
+        as :class:`CircuitBreaking` counts it)."""
+        if self.circuits is not None:
+            self.circuits.record(site, ok)
+
+
+def shortcut(send: Send) -> Shortcut | None:
+    """The stack's :class:`Shortcut`, or None if a layer does not give one."""
+    make = getattr(send, "shortcut", None)
+    return make() if make is not None else None
+
+
 class Transport:
     """The bottom of the stack: one exchange over the upstream client."""
 
@@ -70,6 +107,11 @@ class Transport:
         return self.upstream.send(
             call.method, call.url, call.headers, call.body.payload(), call.timeouts
         )
+
+    def shortcut(self) -> Shortcut | None:
+        """Only the pooled HTTP client can answer by callback."""
+        upstream = self.upstream
+        return Shortcut(upstream) if isinstance(upstream, HttpUpstream) else None
 
 
 class Retrying:
@@ -115,6 +157,12 @@ class Retrying:
             raise got from None
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
+    def shortcut(self) -> Shortcut | None:
+        """Passes it through: only a refused new connection is tried again,
+        and a shortcut goes on a kept one (one the site closed meanwhile
+        sends the call back through the stack)."""
+        return shortcut(self.inner)
+
 
 class _Stop(Exception):
     """Ends the retries; not a Failure, so tenacity does not retry it."""
@@ -155,6 +203,10 @@ class ServiceTokens:
             reply.release()
             self.identities.invalidate(call.site)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def shortcut(self) -> Shortcut | None:
+        """Passes it through: a token validation never takes the shortcut."""
+        return shortcut(self.inner)
 
 
 class FederatedTokens:
@@ -201,6 +253,11 @@ class FederatedTokens:
         if reply.status == 401:
             self.federation.forget(call.site, bare)
         return reply
+
+    def shortcut(self) -> Shortcut | None:
+        """Passes a call through unless it carries a token to a federated site."""
+        inner = shortcut(self.inner)
+        return None if inner is None else inner._replace(federation=self.federation)
 
 
 @lru_cache(maxsize=4096)
@@ -249,6 +306,11 @@ class CircuitBreaking:
             raise
         self.circuits.record(call.site, not status_counts(reply.status))
         return reply
+
+    def shortcut(self) -> Shortcut | None:
+        """Passes a call to a closed circuit through, and counts its outcome."""
+        inner = shortcut(self.inner)
+        return None if inner is None else inner._replace(circuits=self.circuits)
 
 
 def policy_stack(

@@ -7,7 +7,7 @@ to stream it, read it for a merge, or drop it. The wire work is in
 :mod:`scoped.h1` (why not aiohttp's client: measured there). Every network
 failure becomes one of the :class:`~scoped.errors.Failure` classes
 (:class:`Refused`, :class:`TimedOut`, :class:`Reset`, :class:`CallError`),
-in one place (:func:`_connect_failure`, :func:`_broken`), with ``sent``
+in one place (:func:`_connect_failure`, :func:`broken`), with ``sent``
 telling whether the site may have processed the request.
 """
 
@@ -29,7 +29,7 @@ from .h1 import Connection, ConnectionBroken
 from .http import IDEMPOTENT, content_length
 from .tls import RESUME, client_context
 
-__all__ = ["Failure", "HttpUpstream", "Reply", "Upstream"]
+__all__ = ["Failure", "HttpUpstream", "Reply", "Upstream", "broken", "split_url"]
 
 
 class Reply(Protocol):
@@ -86,7 +86,7 @@ class _Origin:
     """The TLS session of the last new connection, offered by the next one."""
 
 
-def _split(url: str) -> tuple[str, str]:
+def split_url(url: str) -> tuple[str, str]:
     """``http://h:1/a?b`` -> (``http://h:1``, ``/a?b``): origin and target."""
     start = url.find("://")
     if start < 0:
@@ -197,7 +197,7 @@ class _Reply:
                     raise BodyTooLarge(limit)
                 parts.append(chunk)
         except ConnectionBroken as err:
-            raise _broken(err) from None
+            raise broken(err) from None
         finally:
             self.release()
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -210,7 +210,7 @@ class _Reply:
             while chunk := await conn.read_chunk():
                 yield chunk
         except ConnectionBroken as err:
-            raise _broken(err) from None
+            raise broken(err) from None
         finally:
             self.release()
 
@@ -303,7 +303,7 @@ class HttpUpstream:
         body: bytes | AsyncIterator[bytes] | None,
         timeouts: Timeouts,
     ) -> Reply:
-        key, target = _split(url)
+        key, target = split_url(url)
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _origin(key)
@@ -362,7 +362,7 @@ class HttpUpstream:
                             " (a new TLS connection: if the site requires a client certificate, "
                             "this gateway's tls.cert must be one the site's CA bundle trusts)"
                         )
-                    raise _broken(err) from None
+                    raise broken(err) from None
                 except BaseException:
                     conn.finish()  # cancelled mid-exchange: the connection is closed
                     raise
@@ -370,6 +370,55 @@ class HttpUpstream:
 
         finally:
             limit.leave()
+
+    def begin(
+        self,
+        key: str,
+        target: str,
+        lines: bytes,
+        timeouts: Timeouts,
+        listener: Callable[[Connection], None],
+        tag: int,
+    ) -> Connection | None:
+        """A GET without a body, on an idle kept connection to origin ``key``,
+        answered by callback (:mod:`scoped.fanout`): ``listener(conn)`` once
+        the answer is whole, failed (``conn.error``), or paused (a large
+        body); then :meth:`end`. ``lines`` are the header lines after
+        ``host``, ending with the empty line.
+
+        None, with nothing sent nor held: no idle connection (a new one is
+        :meth:`send`'s to make, within its connect timeout), no free slot,
+        or a target :meth:`send` refuses, saying why.
+        """
+        origin = self._origins.get(key)
+        if origin is None or "\r" in target or "\n" in target:
+            return None
+        try:
+            start = f"GET {target} HTTP/1.1\r\nhost: {origin.host_header}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        limit = self._limit
+        if not limit.try_enter():
+            return None
+        conn = _kept(origin)
+        if conn is None:
+            limit.leave()
+            return None
+        doubt = partial(self._doubt, origin, conn, timeouts.connect)
+        if not conn.start(start + lines, timeouts.total, listener, tag, doubt, timeouts.connect):
+            conn.close()
+            limit.leave()
+            return None
+        return conn
+
+    def end(self, conn: Connection) -> Reply:
+        """The exchange :meth:`begin` started is over for its caller (its
+        listener was called, or it gives up): the slot is free again, and
+        the answer is a :class:`Reply` as :meth:`send` gives it (its
+        ``release`` keeps the connection, or closes it mid-exchange)."""
+        self._limit.leave()
+        conn.detach()
+        return _Reply(conn, self)
 
     def _doubt(self, origin: _Origin, conn: Connection, timeout: float) -> None:
         if not self._closed:
@@ -513,7 +562,7 @@ def _connect_failure(err: BaseException, where: str = "") -> Failure:
     return CallError(str(err))
 
 
-def _broken(err: ConnectionBroken) -> Failure:
+def broken(err: ConnectionBroken) -> Failure:
     """What an exchange that broke says: the site may have processed it."""
     if err.timed_out:
         return TimedOut(err.detail, sent=True)

@@ -1,0 +1,250 @@
+"""A read ``&`` (a ``*`` list) without a task per site.
+
+The usual fan-out is a GET to sites whose circuits are closed, with no token
+to exchange, each with an idle kept-alive connection in the pool. For those
+sites the request heads are made in one synchronous pass (the header lines
+every site shares rendered once), written on the kept connections, and each
+connection calls :meth:`FanOut._answered` back once its answer is whole (or
+failed): no task, no coroutine, no future per site; one future for the
+whole request. The policy stack says when it would pass a call through
+untouched (:class:`~scoped.policies.Shortcut`); the pool lends the kept
+connection (:meth:`~scoped.upstream.HttpUpstream.begin`).
+
+Anything else takes the usual path, a task per site through
+:class:`~scoped.calls.SiteCaller` and the whole policy stack: a site with no
+endpoint, a circuit not closed, a token to exchange, no idle connection, no
+free slot, a kept connection the site closed before answering (sent again
+on another, as the pool does), a large body (reading paused), an answer that
+is not JSON (read as a reply). The answers are the usual path's, report for
+report (tests/scoped/test_fanout.py runs both on the same sites).
+
+Measured with tests/bench/bench_scale.py --quick at 1000 sites (figures in
+docs/performance.md "The callback fan-out").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
+from typing import Any
+
+from .answer import Answer, Verdict, verdict_of
+from .calls import SiteCaller, is_json
+from .carry import AUTH_TOKEN, HOP_HEADER, hop_value
+from .circuit import status_counts
+from .forward import at_endpoint, shared_headers
+from .h1 import Connection
+from .http import Request, header
+from .paging import Listing, site_query
+from .plan import Call, Node
+from .policies import Shortcut
+from .upstream import broken, split_url
+
+Slow = Callable[[int], Coroutine[Any, Any, Answer]]
+"""The usual path for child ``i``."""
+
+
+def _fails(answer: Answer) -> bool:
+    return answer.verdict in (Verdict.FAILED, Verdict.REFUSED)
+
+
+class FanOut:
+    """One read ``&``: its children's answers, in order, as they come; once a
+    required child has failed, the others are no longer waited for."""
+
+    __slots__ = (
+        "answers",
+        "blocks",
+        "caller",
+        "children",
+        "conns",
+        "left",
+        "listing",
+        "loop",
+        "req",
+        "required",
+        "settled",
+        "shortcut",
+        "slow",
+        "start",
+        "targets",
+        "tasks",
+    )
+
+    def __init__(
+        self,
+        caller: SiteCaller,
+        shortcut: Shortcut,
+        req: Request,
+        listing: Listing | None,
+        children: Sequence[Node],
+        slow: Slow,
+    ) -> None:
+        self.caller = caller
+        self.shortcut = shortcut
+        self.req = req
+        self.listing = listing
+        self.children = children
+        self.slow = slow
+        self.loop = asyncio.get_running_loop()
+        n = len(children)
+        self.answers: list[Answer | None] = [None] * n
+        self.required = [not c.optional for c in children]
+        self.left = n
+        self.settled: asyncio.Future[None] = self.loop.create_future()
+        self.conns: dict[int, tuple[Connection, str, str]] = {}
+        """Per child on a kept connection: the connection, the site, its endpoint."""
+        self.tasks: dict[int, asyncio.Task[Answer]] = {}
+        """Per child on the usual path: its task."""
+        self.blocks: dict[bool, tuple[bytes | None, bool]] = {}
+        """Per local site or remote one: the shared header lines (None: one
+        holds a line break, or is not Latin-1: the usual path says why),
+        and whether they carry a token."""
+        self.targets: dict[str, tuple[str, str] | None] = {}
+        """Per endpoint: the pool's origin key and the request's path there."""
+        self.start = 0.0
+
+    async def run(self) -> list[Answer | None]:
+        """Every child's answer (None: not waited for)."""
+        self.start = time.perf_counter()
+        for i, child in enumerate(self.children):
+            if not isinstance(child, Call) or not self._send(i, child.site):
+                self._spawn(i, self.slow(i))
+        try:
+            if self.left:
+                await self.settled
+        finally:  # done, or this request was cancelled: no call outlives it
+            upstream = self.shortcut.upstream
+            for conn, _, _ in self.conns.values():
+                upstream.end(conn).release()  # mid-exchange: closed
+            self.conns.clear()
+            pending = [t for t in self.tasks.values() if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        answers = self.answers
+        for i, t in self.tasks.items():
+            answers[i] = None if t.cancelled() else t.result()
+        return answers
+
+    # -- the synchronous pass -------------------------------------------------
+
+    def _send(self, i: int, site: str) -> bool:
+        """Site ``i``'s request sent on a kept connection (or its answer
+        known at once); False: it takes the usual path."""
+        req = self.req
+        query = req.query if self.listing is None else site_query(req.query, self.listing, site)
+        if query is None:  # this site has nothing more for this listing
+            self._done(i, Answer(Verdict.ABSENT, 404, site=site))
+            return True
+        registry = self.caller.registry
+        base = registry.endpoint(site, req.service)
+        if base is None:
+            return False
+        local = site == registry.local
+        block = self.blocks.get(local)
+        if block is None:
+            block = self.blocks[local] = _block(shared_headers(req, registry, site, True))
+        lines, token = block
+        if lines is None or not self.shortcut.passes(site, token):
+            return False
+        if base in self.targets:
+            where = self.targets[base]
+        else:
+            where = self.targets[base] = _target(base, req)
+        if where is None:
+            return False
+        key, path = where
+        if not local:
+            lines += f"{HOP_HEADER}: {hop_value(registry.local, site)}\r\n\r\n".encode("latin-1")
+        else:
+            lines += b"\r\n"
+        target = f"{path}?{query}" if query else path
+        conn = self.shortcut.upstream.begin(
+            key, target, lines, registry.timeouts(site), self._answered, i
+        )
+        if conn is None:
+            return False
+        self.conns[i] = (conn, site, base)
+        return True
+
+    # -- callbacks ------------------------------------------------------------
+
+    def _answered(self, conn: Connection) -> None:
+        found = self.conns.pop(conn.tag, None)
+        if found is None:
+            return
+        i = conn.tag
+        _, site, base = found
+        reply = self.shortcut.upstream.end(conn)
+        caller, req = self.caller, self.req
+        err = conn.error
+        if err is not None:
+            reply.release()
+            if not err.answered and not err.timed_out:
+                # A kept connection the site closed while it was idle: sent
+                # again through the stack, on another connection, as the
+                # pool does for a request that is safe to repeat.
+                self._spawn(i, self.slow(i))
+                return
+            failure = broken(err)
+            self.shortcut.settled(site, not failure.counts)
+            ms = (time.perf_counter() - self.start) * 1000
+            self._done(i, caller.failed(req, site, failure, ms, safe=not failure.sent))
+            return
+        status = conn.status
+        self.shortcut.settled(site, not status_counts(status))
+        if conn.complete and (verdict_of(status) is not Verdict.OK or is_json(conn.headers)):
+            chunks = conn.take_whole()
+            if chunks is not None:
+                reply.release()
+                answer = caller.whole_answer(site, req, base, conn, chunks, self.start)
+                self._done(i, answer)
+                return
+        # Paused (a large body) or not JSON: read as the usual path reads a reply.
+        self._spawn(i, caller.answer(site, req, base, reply, self.start, merging=True))
+
+    def _spawn(self, i: int, coro: Coroutine[Any, Any, Answer]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks[i] = task
+        task.add_done_callback(partial(self._task_done, i))
+
+    def _task_done(self, i: int, task: asyncio.Task[Answer]) -> None:
+        failed = not task.cancelled() and task.exception() is None and _fails(task.result())
+        self._settle(i, failed)
+
+    def _done(self, i: int, answer: Answer) -> None:
+        self.answers[i] = answer
+        self._settle(i, _fails(answer))
+
+    def _settle(self, i: int, failed: bool) -> None:
+        self.left -= 1
+        if not self.settled.done() and (self.left == 0 or (failed and self.required[i])):
+            self.settled.set_result(None)
+
+
+def _target(base: str, req: Request) -> tuple[str, str] | None:
+    """The pool's origin key of endpoint ``base`` and ``req``'s path there
+    (None: the usual path says what is wrong with it)."""
+    try:
+        return split_url(at_endpoint(base, req, ""))
+    except Exception:
+        return None
+
+
+def _block(headers: list[tuple[str, str]]) -> tuple[bytes | None, bool]:
+    """The header lines shared by every site (None if one holds a line break
+    or is not Latin-1: the usual path refuses it, saying why), and whether
+    they carry a token."""
+    token = header(headers, AUTH_TOKEN) is not None
+    text = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    n = len(headers)
+    if text.count("\n") != n or text.count("\r") != n:
+        return None, token
+    try:
+        return text.encode("latin-1"), token
+    except UnicodeEncodeError:
+        return None, token
