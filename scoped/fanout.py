@@ -27,14 +27,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from .answer import Answer, Verdict, verdict_of
 from .calls import SiteCaller, is_json
 from .carry import AUTH_TOKEN, HOP_HEADER, hop_value
 from .circuit import status_counts
-from .forward import at_endpoint, shared_headers
+from .errors import CallError
+from .forward import shared_headers
 from .h1 import Connection
 from .http import Request, header
 from .paging import Listing, site_query
@@ -69,7 +70,6 @@ class FanOut:
         "shortcut",
         "slow",
         "start",
-        "targets",
         "tasks",
     )
 
@@ -102,8 +102,6 @@ class FanOut:
         """Per local site or remote one: the shared header lines (None: one
         holds a line break, or is not Latin-1: the usual path says why),
         and whether they carry a token."""
-        self.targets: dict[str, tuple[str, str] | None] = {}
-        """Per endpoint: the pool's origin key and the request's path there."""
         self.start = 0.0
 
     async def run(self) -> list[Answer | None]:
@@ -151,10 +149,7 @@ class FanOut:
         lines, token = block
         if lines is None or not self.shortcut.passes(site, token):
             return False
-        if base in self.targets:
-            where = self.targets[base]
-        else:
-            where = self.targets[base] = _target(base, req)
+        where = _target(base, req.path)
         if where is None:
             return False
         key, path = where
@@ -226,12 +221,14 @@ class FanOut:
             self.settled.set_result(None)
 
 
-def _target(base: str, req: Request) -> tuple[str, str] | None:
-    """The pool's origin key of endpoint ``base`` and ``req``'s path there
-    (None: the usual path says what is wrong with it)."""
+@lru_cache(maxsize=8192)
+def _target(base: str, path: str) -> tuple[str, str] | None:
+    """The pool's origin key of endpoint ``base`` and ``path`` there (None:
+    the usual path says what is wrong with it); the same few paths at every
+    site, split once."""
     try:
-        return split_url(at_endpoint(base, req, ""))
-    except Exception:
+        return split_url(f"{base}{path}")
+    except CallError:
         return None
 
 

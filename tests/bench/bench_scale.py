@@ -78,6 +78,9 @@ class Federation:
             time.sleep(0.2)
         farm = iter(int(p) for p in ports_file.read_text().split())
         ports = [next(farm) if k != "refused" else closed_port() for k, _ in kinds]
+        self.served = [p for p, (k, _) in zip(ports, kinds, strict=True) if k == "ok"]
+        """The ports of the sites that answer."""
+        self.tmp = tmp
         self.port = free_port()
         lines = [
             "site: S0",
@@ -221,6 +224,7 @@ def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None)
             f"{cpu / fed.n * 1e6:.0f} us{least}"
         )
         print(f"  the site farm's CPU per * request: {farm * 1e3:.1f} ms")
+        bare_floor(fed, n_requests)
         if profile is not None:
             profiled(fed, client, n_requests, profile)
         if quick:
@@ -232,6 +236,16 @@ def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None)
         metrics = client.get(f"http://127.0.0.1:{fed.port}/metrics").text
         print(f"  /metrics: {len(metrics) / 1024:.0f} KB")
     behind_stock_proxies(fed)
+
+
+def bare_floor(fed: Federation, n_requests: int) -> None:
+    """The same exchanges with no gateway (tests/bench/bare_fanout.py), on
+    the gateway's CPU: what a site call costs at the least."""
+    ports = fed.tmp / f"served-{fed.n}"
+    ports.write_text("\n".join(map(str, fed.served)) + "\n")
+    argv = ["taskset", "-c", "1", PY, str(HERE / "bare_fanout.py"), str(n_requests), str(ports)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
+    print(out.stdout.rstrip())
 
 
 def paging(client: httpx.Client, base: str, n: int) -> str:
