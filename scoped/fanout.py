@@ -18,8 +18,13 @@ on another, as the pool does), a large body (reading paused), an answer that
 is not JSON (read as a reply). The answers are the usual path's, report for
 report (tests/scoped/test_fanout.py runs both on the same sites).
 
-Measured with tests/bench/bench_scale.py --quick at 1000 sites (figures in
-docs/performance.md "The callback fan-out").
+``tests/bench/bench_scale.py --quick --sites 1000``, the gateway's CPU per
+site call, least of 20 requests, in alternating runs against the code
+before: 64 -> 50 and 51 -> 58 µs (this shared machine's noise); least of 30
+under py-spy, 44 µs, where this module's own work and the connections'
+callbacks replaced the tasks, coroutines and futures of a site call. The
+floor beside it, the same exchanges with no gateway (bare_fanout.py), is
+11-16 µs.
 """
 
 from __future__ import annotations
