@@ -22,6 +22,7 @@ from .errors import BodyTooLarge, CallError, Failure
 from .forward import at_endpoint, upstream_headers
 from .http import SMALL_BODY, Request, content_length, header
 from .links import rewrite_links, rewrite_location
+from .merge import decode_collection
 from .metrics import Metrics
 from .paging import Listing, site_query
 from .policies import Send, SiteCall
@@ -154,9 +155,12 @@ class SiteCaller:
         head: Head,
         chunks: list[bytes],
         start: float,
+        listing: bool,
     ) -> Answer:
         """:meth:`answer` of a merging GET whose whole answer is here
-        (``chunks``), JSON or not OK: no await (:mod:`scoped.fanout`)."""
+        (``chunks``), JSON or not OK: no await (:mod:`scoped.fanout`). The
+        page of a ``listing`` is decoded now, while other sites' answers are
+        still to come, not after the last one (on the request's latency)."""
         answer, public = self._shaped(site, req, base, head.status, head.headers)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if answer.verdict is not Verdict.OK:
@@ -165,6 +169,8 @@ class SiteCaller:
             return self._too_large(req, site, start)
         else:
             answer.body = _relink(body, base, req, public)
+            if listing:
+                answer.collection = decode_collection(site, answer.body)
         return self._reported(answer, req, start)
 
     def _shaped(

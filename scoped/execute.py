@@ -322,6 +322,8 @@ def _merge(req: Request, listing: Listing | None, ok: list[Answer], writes: Writ
             merged.collection = combine(listing, parts)
             fold_replicas(merged.collection, req.query)
             return merged
+        for a in ok:
+            a.collection = None  # decoded as it came (scoped.fanout): not a list after all
     if req.method == "GET":
         return writes.answer(req, ok)
     for a in ok[1:]:

@@ -201,7 +201,8 @@ class FanOut:
             chunks = conn.take_whole()
             if chunks is not None:
                 reply.release()
-                answer = caller.whole_answer(site, req, base, conn, chunks, self.start)
+                listing = self.listing is not None
+                answer = caller.whole_answer(site, req, base, conn, chunks, self.start, listing)
                 self._done(i, answer)
                 return
         # Paused (a large body) or not JSON: read as the usual path reads a reply.

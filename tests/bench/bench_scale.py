@@ -310,8 +310,8 @@ def behind_stock_proxies(fed: Federation) -> None:
 def with_workers(procs: Processes, tmp: Path, n: int) -> None:
     """8 clients at once against ``--workers 1`` and ``--workers 2``. The
     sites here are one nginx listening on N ports (a static answer, no
-    delay, ~10 µs a request): the aiohttp farm costs more CPU than the
-    gateway per site call and, on 2 cores, would be what is measured.
+    delay, ~10 µs a request): the site farm (~16 µs an answer, and a
+    timer per millisecond of delay) would take a core of the two.
     Nothing pinned: the gateway, nginx and the clients share both CPUs."""
     if not os.path.exists(NGINX):
         print(f"  8 clients at once with workers: not measured ({NGINX} missing)")
