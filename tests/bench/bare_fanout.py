@@ -6,9 +6,10 @@ fan-out on uvloop must do, with no policy, header, report or paging work.
 
     python bare_fanout.py ROUNDS PORTS_FILE
 
-Prints the CPU of this process's thread per site call (median and least of
-the rounds). tests/bench/bench_scale.py runs it pinned to the gateway's CPU,
-against the same site farm.
+Prints the median time of a round (all the answers in, merged) and the CPU
+of this process's thread per site call (median and least of the rounds).
+tests/bench/bench_scale.py runs it pinned to the gateway's CPU, against the
+same site farm.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class Exchange(asyncio.Protocol):
         self.done(body)
 
 
-async def rounds(ports: list[int], n: int) -> list[float]:
+async def rounds(ports: list[int], n: int) -> tuple[list[float], list[float]]:
+    """CPU seconds and wall seconds of each of ``n`` rounds."""
     loop = asyncio.get_running_loop()
     bodies: list[bytes] = []
     waiter: asyncio.Future[None] = loop.create_future()
@@ -70,10 +72,11 @@ async def rounds(ports: list[int], n: int) -> list[float]:
         _, conn = await loop.create_connection(lambda: Exchange(done), "127.0.0.1", port)
         text = f"GET /v2.1/servers HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{HEADERS}\r\n"
         conns.append((conn, text.encode()))
-    cpu = []
+    cpu, wall = [], []
     for _ in range(n + 1):  # the first round is not counted
         bodies.clear()
         waiter = loop.create_future()
+        began = time.perf_counter()
         start = time.thread_time()
         for conn, head in conns:
             assert conn.transport is not None
@@ -84,21 +87,23 @@ async def rounds(ports: list[int], n: int) -> list[float]:
             items.extend(orjson.loads(body)["servers"])
         orjson.dumps({"servers": items})
         cpu.append(time.thread_time() - start)
+        wall.append(time.perf_counter() - began)
     for conn, _ in conns:
         assert conn.transport is not None
         conn.transport.close()
-    return cpu[1:]
+    return cpu[1:], wall[1:]
 
 
 def main() -> None:
     n = int(sys.argv[1])
     ports = [int(p) for p in Path(sys.argv[2]).read_text().split()]
     uvloop.install()
-    cpu = asyncio.run(rounds(ports, n))
+    cpu, wall = asyncio.run(rounds(ports, n))
     per = [c / len(ports) * 1e6 for c in cpu]
     print(
         f"  a bare fan-out (no gateway: uvloop, httptools, orjson) over {len(ports)} sites: "
-        f"CPU per site call {statistics.median(per):.0f} us (least of {n}: {min(per):.0f} us)"
+        f"p50 {statistics.median(wall) * 1e3:.1f} ms, CPU per site call "
+        f"{statistics.median(per):.0f} us (least of {n}: {min(per):.0f} us)"
     )
 
 

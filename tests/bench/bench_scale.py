@@ -127,6 +127,12 @@ def timed(
     return statistics.median(times), resp, cpu
 
 
+def kernel_cpu(pid: int) -> float:
+    """System CPU seconds of ``pid`` so far (stime, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu(pid: int) -> float | None:
     """CPU seconds of ``pid``'s threads so far, to the microsecond
     (``se.sum_exec_runtime`` of /proc/PID/task/*/sched; None without it):
@@ -211,9 +217,11 @@ def top_costs(path: Path, count: int = 25) -> None:
 def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None) -> None:
     with httpx.Client(timeout=60) as client:
         before = tree_cpu(fed.proc.pid)
+        kernel_before = kernel_cpu(fed.proc.pid)
         farm_before = tree_cpu(fed.farm.pid)
         p50, resp, each = timed(lambda: fed.get(client, "<nova: *>"), n_requests, fed.proc.pid)
         cpu = (tree_cpu(fed.proc.pid) - before) / (n_requests + 1)
+        kernel = (kernel_cpu(fed.proc.pid) - kernel_before) / (n_requests + 1)
         farm = (tree_cpu(fed.farm.pid) - farm_before) / (n_requests + 1)
         assert resp.status_code == 200, resp.text[:300]
         items = len(resp.json()["servers"])
@@ -222,6 +230,10 @@ def uniform(fed: Federation, n_requests: int, quick: bool, profile: Path | None)
         print(
             f"  gateway CPU per * request: {cpu * 1e3:.1f} ms, per site call "
             f"{cpu / fed.n * 1e6:.0f} us{least}"
+        )
+        print(
+            f"    of which in the kernel: {kernel / fed.n * 1e6:.0f} us a site call "
+            "(loopback TCP: the sites' receiving side too)"
         )
         print(f"  the site farm's CPU per * request: {farm * 1e3:.1f} ms")
         bare_floor(fed, n_requests)
