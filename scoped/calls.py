@@ -46,6 +46,9 @@ def _json_type(ctype: str) -> bool:
     return base in _JSON_TYPES or base.endswith("+json")
 
 
+LATENCY_WEIGHT = 0.25
+"""The weight of a call's time in its site's moving average (:attr:`SiteCaller.latency`)."""
+
 _STATUS_TEXT = {status: str(status) for status in range(100, 600)}
 """``str(status)`` of a site report, made once."""
 
@@ -75,11 +78,19 @@ class SiteCaller:
         self.send = send
         self.limits = limits
         self.metrics = metrics
+        self.latency: dict[str, float] = {}
+        """Per site: how long its calls take, in ms (a moving average of the
+        last few; one entry per site of the registry). A fan-out sends to
+        the slowest sites first (:mod:`scoped.fanout`)."""
 
     def _observe(self, req: Request, report: SiteReport) -> SiteReport:
         m = self.metrics
-        m.upstream.inc(report.site, req.service, report.outcome)
-        m.upstream_seconds.observe(report.ms / 1000, report.site)
+        site, ms = report.site, report.ms
+        m.upstream.inc(site, req.service, report.outcome)
+        m.upstream_seconds.observe(ms / 1000, site)
+        latency = self.latency
+        known = latency.get(site)
+        latency[site] = ms if known is None else known + (ms - known) * LATENCY_WEIGHT
         return report
 
     def failed(

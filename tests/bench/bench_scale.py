@@ -84,7 +84,7 @@ class Federation:
         self.port = free_port()
         lines = [
             "site: S0",
-            f"limits: {{max_fanout: {2 * self.n}}}",
+            f"limits: {{max_fanout: {2 * self.n}, max_concurrency: {4 * self.n}}}",
             "timeouts: {connect: 2.0, total: 10.0}",
             f'backends: {{compute: "http://127.0.0.1:{ports[0]}"}}',
             *([f'paging: {{memcached: ["{memcached}"]}}'] if memcached else []),

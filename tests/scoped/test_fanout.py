@@ -14,8 +14,10 @@ import pytest
 
 from scoped.calls import SiteCaller
 from scoped.config import parse_config
+from scoped.fanout import _farthest_first
 from scoped.gateway import Gateway
 from scoped.http import Body, Request, Response
+from scoped.plan import Call, First
 from scoped.upstream import HttpUpstream
 
 SITES = ["A", "B", "C"]
@@ -33,6 +35,7 @@ class Site:
     """Close the connection after answering, without saying so (a site
     whose keep-alive ran out while the gateway kept the connection)."""
     silent: bool = False
+    delay: float = 0.0
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
     closed_unanswered: int = 0
@@ -55,6 +58,7 @@ class Site:
                     if await reader.read(1) == b"":
                         self.closed_unanswered += 1
                     return
+                await asyncio.sleep(self.delay)
                 writer.write(
                     f"HTTP/1.1 {self.status} X\r\ncontent-type: {self.ctype}\r\n"
                     f"content-length: {len(self.body)}\r\n\r\n".encode()
@@ -262,3 +266,23 @@ def test_a_cancelled_read_gives_back_every_slot_and_closes_its_calls() -> None:
         assert resp.status == 200
 
     federation(check, slots=3)
+
+
+def test_the_sites_known_to_be_slowest_are_sent_to_first() -> None:
+    async def check(gw: Gateway, sites: dict[str, Site]) -> None:
+        sites["B"].delay = 0.2
+        sites["C"].delay = 0.05
+        assert (await get(gw)).status == 200
+        latency = gw.executor.call_site.latency
+        assert latency["B"] > latency["C"] > latency["A"]
+        assert latency["B"] < 1000  # the site's own time, in ms
+        children = [Call("A"), Call("B"), Call("C")]
+        assert _farthest_first(children, latency) == [1, 2, 0]
+
+    federation(check)
+
+
+def test_equal_or_unknown_times_keep_plan_order() -> None:
+    children = [Call("A"), First((Call("B"), Call("C"))), Call("D"), Call("E")]
+    assert _farthest_first(children, {}) == [0, 1, 2, 3]
+    assert _farthest_first(children, {"A": 5.0, "D": 5.0, "E": 9.0}) == [3, 0, 2, 1]
