@@ -186,6 +186,11 @@ def test_x_scope_alone_fans_out_with_a_plain_token(lab: Lab) -> None:
     names = {s["name"] for s in resp.json()["servers"]}
     assert {"vm-berlin", "vm-denver"} <= names
     assert resp.headers["x-scope"] == "<compute: Berlin&Denver, *: Berlin>"
+    # Nova's self and bookmark links, each written by its own site to the
+    # address the gateway called, all point back here.
+    hrefs = [link["href"] for s in resp.json()["servers"] for link in s["links"]]
+    assert len(hrefs) >= 2 * len(names)
+    assert all(href.startswith(f"{gateway}/compute/") for href in hrefs), hrefs
 
 
 SDK_NO_PLUGIN = """
