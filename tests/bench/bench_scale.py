@@ -362,7 +362,7 @@ http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 75;
     )
     config.write_text(
         f"""site: S0
-limits: {{max_fanout: {2 * n}}}
+limits: {{max_fanout: {2 * n}, max_concurrency: {16 * n}}}
 backends: {{compute: "http://127.0.0.1:{ports[0]}"}}
 sites:
   S0: {{}}
