@@ -378,8 +378,10 @@ class Connection(asyncio.Protocol):
     ) -> bool:
         """:meth:`request` of a request without body nor coroutine: the head
         is written, and ``listener(self)`` is called once the answer is
-        complete (:attr:`complete`), failed (``_error``), or paused for a
-        large body (neither). False: the connection is closed (nothing sent)."""
+        complete (:attr:`complete`), failed (:attr:`error`), or paused for a
+        large body (neither): after the parser is done with the bytes that
+        completed it, or from within it when the answer fails (its head too
+        large). False: the connection is closed (nothing sent)."""
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return False
