@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from .merge import Collection
 from .upstream import Reply
@@ -30,12 +31,15 @@ def verdict_of(status: int) -> Verdict:
     return Verdict.FAILED
 
 
-@dataclass(frozen=True, slots=True)
-class SiteReport:
+class SiteReport(NamedTuple):
     """One site tried: ``SITE=OUTCOME;t=MILLISECONDS`` in ``X-Scope-Sites``.
 
     ``status`` is the HTTP status the site answered, None when it gave none
-    (``outcome`` then names the failure: refused, timeout, ...)."""
+    (``outcome`` then names the failure: refused, timeout, ...).
+
+    A named tuple, as :class:`~scoped.policies.SiteCall`: one is made per
+    site call, and a frozen dataclass's ``__init__`` (``object.__setattr__``
+    per field) cost 1.3 µs of it where this costs 0.5 (timeit, here)."""
 
     site: str
     outcome: str
