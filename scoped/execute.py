@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from .answer import Answer, Shortfall, SiteReport, Verdict
@@ -137,54 +136,25 @@ class Executor:
         their connections closed): a strict ``*`` with one refused site
         answers at once, not after the slowest (or a silent) site. Only reads
         are cut short; a write is never left half-sent."""
-        if (
-            self.shortcut is not None
-            and req.method == "GET"
+        # A GET with no body may skip the policy stack's coroutines per site
+        # (scoped.fanout); any other read's children go the usual way, each
+        # its own task (FanOut with no shortcut).
+        direct = (
+            req.method == "GET"
             and req.body.data == b""
             and not has_handle(req.path)
             and not is_token_validation(req)
-        ):
-            children = node.children
-            fan = FanOut(
-                self.call_site,
-                self.shortcut,
-                req,
-                listing,
-                children,
-                lambda i: self._child(children[i], req, listing),
-            )
-            return await fan.run()
-        # A leaf's call is the task itself (no _node coroutine around it), made
-        # by the loop directly (ensure_future's checks cost per child): part of
-        # 71 -> 65 µs of CPU per site call with the shared headers of
-        # forward.upstream_headers (tests/bench/bench_scale.py --quick, 1000 sites).
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._child(child, req, listing)) for child in node.children]
-        settled = loop.create_future()
-        left = len(tasks)
-
-        def on_done(task: asyncio.Task[Answer], required: bool) -> None:
-            # One callback per child: O(sites), where a loop of
-            # asyncio.wait(FIRST_COMPLETED) is O(sites^2) at 1000 sites.
-            nonlocal left
-            left -= 1
-            if settled.done():
-                return
-            failed = required and not task.cancelled() and task.exception() is None
-            if left == 0 or (failed and _fails(task.result())):
-                settled.set_result(None)
-
-        for task, child in zip(tasks, node.children, strict=True):
-            task.add_done_callback(partial(on_done, required=not child.optional))
-        try:
-            await settled
-        finally:  # done, or this request was cancelled: no child outlives it
-            pending = [t for t in tasks if not t.done()]
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-        return [None if t.cancelled() else t.result() for t in tasks]
+        )
+        children = node.children
+        fan = FanOut(
+            self.call_site,
+            self.shortcut if direct else None,
+            req,
+            listing,
+            children,
+            lambda i: self._child(children[i], req, listing),
+        )
+        return await fan.run()
 
     def _child(
         self, node: Node, req: Request, listing: Listing | None
@@ -329,11 +299,6 @@ def _merge(req: Request, listing: Listing | None, ok: list[Answer], writes: Writ
     for a in ok[1:]:
         a.discard()
     return leftmost
-
-
-def _fails(answer: Answer) -> bool:
-    """Whether a required child's answer fails an ``&`` read."""
-    return answer.verdict in (Verdict.FAILED, Verdict.REFUSED)
 
 
 def _refused(rep: Replication) -> Answer:

@@ -1,4 +1,11 @@
-"""A read ``&`` (a ``*`` list) without a task per site.
+"""A read ``&`` (a ``*`` list) run: its children's answers as they come,
+and the usual case without a task per site.
+
+Every read ``&`` runs here (:meth:`scoped.execute.Executor._strict_reads`):
+once a required child has failed, the others are no longer waited for
+(cancelled, their connections closed), so a strict ``*`` with one refused
+site answers at once. One callback per child settles it: O(sites), where a
+loop of ``asyncio.wait(FIRST_COMPLETED)`` is O(sites^2) at 1000 sites.
 
 The usual fan-out is a GET to sites whose circuits are closed, with no token
 to exchange, each with an idle kept-alive connection in the pool. For those
@@ -80,7 +87,7 @@ class FanOut:
     def __init__(
         self,
         caller: SiteCaller,
-        shortcut: Shortcut,
+        shortcut: Shortcut | None,
         req: Request,
         listing: Listing | None,
         children: Sequence[Node],
@@ -119,10 +126,11 @@ class FanOut:
             if self.left:
                 await self.settled
         finally:  # done, or this request was cancelled: no call outlives it
-            upstream = self.shortcut.upstream
-            for conn, _, _, _ in self.conns.values():
-                upstream.end(conn).release()  # mid-exchange: closed
-            self.conns.clear()
+            if self.conns and self.shortcut is not None:
+                upstream = self.shortcut.upstream
+                for conn, _, _, _ in self.conns.values():
+                    upstream.end(conn).release()  # mid-exchange: closed
+                self.conns.clear()
             pending = [t for t in self.tasks.values() if not t.done()]
             for t in pending:
                 t.cancel()
@@ -137,7 +145,11 @@ class FanOut:
 
     def _send(self, i: int, site: str) -> bool:
         """Site ``i``'s request sent on a kept connection (or its answer
-        known at once); False: it takes the usual path."""
+        known at once); False: it takes the usual path (always, without a
+        shortcut: a read that is not a plain GET, or a stack that gives none)."""
+        shortcut = self.shortcut
+        if shortcut is None:
+            return False
         req = self.req
         query = req.query if self.listing is None else site_query(req.query, self.listing, site)
         if query is None:  # this site has nothing more for this listing
@@ -152,7 +164,7 @@ class FanOut:
         if block is None:
             block = self.blocks[local] = _block(shared_headers(req, registry, site, True))
         lines, token = block
-        if lines is None or not self.shortcut.passes(site, token):
+        if lines is None or not shortcut.passes(site, token):
             return False
         where = _target(base, req.path)
         if where is None:
@@ -163,7 +175,7 @@ class FanOut:
         else:
             lines += b"\r\n"
         target = f"{path}?{query}" if query else path
-        conn = self.shortcut.upstream.begin(
+        conn = shortcut.upstream.begin(
             key, target, lines, registry.timeouts(site), self._answered, i
         )
         if conn is None:
@@ -179,7 +191,9 @@ class FanOut:
             return
         i = conn.tag
         _, site, base, sent = found
-        reply = self.shortcut.upstream.end(conn)
+        shortcut = self.shortcut
+        assert shortcut is not None  # only a shortcut's calls have a connection here
+        reply = shortcut.upstream.end(conn)
         caller, req = self.caller, self.req
         err = conn.error
         if err is not None:
@@ -191,12 +205,12 @@ class FanOut:
                 self._spawn(i, self.slow(i))
                 return
             failure = broken(err)
-            self.shortcut.settled(site, not failure.counts)
+            shortcut.settled(site, not failure.counts)
             ms = (time.perf_counter() - sent) * 1000
             self._done(i, caller.failed(req, site, failure, ms, safe=not failure.sent))
             return
         status = conn.status
-        self.shortcut.settled(site, not status_counts(status))
+        shortcut.settled(site, not status_counts(status))
         if conn.complete and (verdict_of(status) is not Verdict.OK or is_json(conn.headers)):
             chunks = conn.take_whole()
             if chunks is not None:
