@@ -53,7 +53,7 @@ from .http import Request, header
 from .paging import Listing, site_query
 from .plan import Call, Node
 from .policies import Shortcut
-from .upstream import broken, split_url
+from .upstream import broken, header_lines, split_url
 
 Slow = Callable[[int], Coroutine[Any, Any, Answer]]
 """The usual path for child ``i``."""
@@ -268,15 +268,10 @@ def _target(base: str, path: str) -> tuple[str, str] | None:
 
 
 def _block(headers: list[tuple[str, str]]) -> tuple[bytes | None, bool]:
-    """The header lines shared by every site (None if one holds a line break
-    or is not Latin-1: the usual path refuses it, saying why), and whether
-    they carry a token."""
+    """The header lines shared by every site (None if the usual path would
+    refuse them, saying why), and whether they carry a token."""
     token = header(headers, AUTH_TOKEN) is not None
-    text = "".join([f"{k}: {v}\r\n" for k, v in headers])
-    n = len(headers)
-    if text.count("\n") != n or text.count("\r") != n:
-        return None, token
     try:
-        return text.encode("latin-1"), token
-    except UnicodeEncodeError:
+        return header_lines([f"{k}: {v}" for k, v in headers]), token
+    except CallError:
         return None, token

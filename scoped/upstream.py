@@ -29,7 +29,7 @@ from .h1 import Connection, ConnectionBroken
 from .http import IDEMPOTENT, content_length
 from .tls import RESUME, client_context
 
-__all__ = ["Failure", "HttpUpstream", "Reply", "Upstream", "broken", "split_url"]
+__all__ = ["Failure", "HttpUpstream", "Reply", "Upstream", "broken", "header_lines", "split_url"]
 
 
 class Reply(Protocol):
@@ -152,13 +152,19 @@ def _head(
         raise CallError(f"content-length {', '.join(lengths)!r} is not one length; not sent")
     else:
         length = int(lengths[0])
-    text = "\r\n".join(lines)
-    breaks = len(lines) - 1
+    return header_lines(lines) + b"\r\n", chunked, length
+
+
+def header_lines(lines: Sequence[str]) -> bytes:
+    """``lines`` as HTTP/1.1 writes them, each ended by CRLF; a
+    :class:`CallError` if one holds a line break (it would split into a
+    header of its own) or is not Latin-1."""
+    text = "".join([f"{line}\r\n" for line in lines])
+    breaks = len(lines)
     if text.count("\n") != breaks or text.count("\r") != breaks:
-        # A line break inside a value would split it into a header of its own.
         raise CallError("a header or the path holds a line break; not sent")
     try:
-        return (text + "\r\n\r\n").encode("latin-1"), chunked, length
+        return text.encode("latin-1")
     except UnicodeEncodeError:
         raise CallError("a header or the path is not Latin-1; not sent") from None
 
@@ -391,11 +397,11 @@ class HttpUpstream:
         or a target :meth:`send` refuses, saying why.
         """
         origin = self._origins.get(key)
-        if origin is None or "\r" in target or "\n" in target:
+        if origin is None:
             return None
         try:
-            start = f"GET {target} HTTP/1.1\r\nhost: {origin.host_header}\r\n".encode("latin-1")
-        except UnicodeEncodeError:
+            start = header_lines((f"GET {target} HTTP/1.1", f"host: {origin.host_header}"))
+        except CallError:
             return None
         limit = self._limit
         if not limit.try_enter():
